@@ -1,0 +1,340 @@
+"""``drift serve``: the aiohttp I/O shell around the pure :class:`~drift.lobby.Lobby`.
+
+The WebSocket handler only moves bytes: frame in -> ``Lobby`` -> effects out.
+Every protocol rule is in the core; what lives here is what needs a socket, an
+HTTP request or a clock: Origin checks, security headers, heartbeats, timers,
+logs, metrics and graceful shutdown (first signal drains, second forces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.client_exceptions import ClientConnectionResetError
+
+from drift import lobby as core
+from drift.config import ServerConfig
+from drift.lobby import Lobby
+from drift.logs import get_logger
+from drift.metrics import Metrics, rss_bytes
+from drift.protocol import MAX_FRAME_BYTES, CloseCode
+from drift.resources import data_dir
+
+log = get_logger("drift.server")
+
+# script/style from our own origin only: no inline script, no eval. The page
+# needs camera/microphone streams (mediastream:/blob:) and a WebSocket back to
+# this server ('self' covers ws:/wss: of the same host in CSP level 3).
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(self), microphone=(self), geolocation=(), payment=(), usb=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, RuntimeError)
+
+
+def new_id() -> str:
+    """Unguessable ids: a peer or room id must not let anyone address someone else."""
+    return secrets.token_urlsafe(9)
+
+
+class Server:
+    """One signaling node. ``start()`` binds and returns the URL; ``shutdown()`` drains."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.lobby = Lobby(self.config.lobby_config(), new_room_id=new_id)
+        self.metrics = Metrics(lambda: self.lobby)
+        self.url = ""
+        self.port = 0
+        self.draining = False
+        self._ice = self.config.ice_servers()
+        self._sockets: dict[str, web.WebSocketResponse] = {}
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._tick_at: float | None = None
+        self._started = time.monotonic()
+        self._static = data_dir("static")
+        self.app = self._make_app()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.config.shutdown_timeout,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.config.host,
+            self.config.port,
+            reuse_port=self.config.workers > 1 or None,
+        )
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        host = self.config.host
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        self._ticker = asyncio.create_task(self._tick_loop(), name="drift-ticker")
+        log.info("server_started", extra={"fields": {"url": self.url, "pid": os.getpid()}})
+        return self.url
+
+    async def shutdown(self) -> None:
+        """Drain: refuse new work, close every WebSocket with 1001, then stop listening."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("server_draining", extra={"fields": {"connections": len(self._sockets)}})
+        sockets = list(self._sockets.values())
+        for _ in sockets:
+            self.lobby.note_close(CloseCode.GOING_AWAY)
+        closes = [
+            ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets
+        ]
+        if closes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*closes, return_exceptions=True), self.config.shutdown_timeout
+                )
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("server_stopped")
+
+    async def serve_forever(self, ready: Callable[[str], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT; a second signal exits at once."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("server_forced_exit", extra={"fields": {"signal": signum}})
+                os._exit(1)
+            log.info("server_signal", extra={"fields": {"signal": signal.Signals(signum).name}})
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        url = await self.start()
+        if ready is not None:
+            ready(url)
+        await stop.wait()
+        try:
+            await asyncio.wait_for(self.shutdown(), self.config.shutdown_timeout + 1)
+        except TimeoutError:
+            log.warning("server_shutdown_timeout")
+
+    # ------------------------------------------------------------ core glue
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _apply(self, effects: Iterable[core.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, core.Send):
+                ws = self._sockets.get(effect.peer)
+                if ws is None or ws.closed:
+                    continue
+                data = effect.data
+                try:
+                    if isinstance(data, str):
+                        await ws.send_str(data)
+                    else:
+                        await ws.send_frame(data, WSMsgType.TEXT)
+                except _RESET_ERRORS:
+                    continue  # the receiver is going away; its own handler cleans up
+            elif isinstance(effect, core.Close):
+                ws = self._sockets.get(effect.peer)
+                if ws is not None and not ws.closed:
+                    await ws.close(code=effect.code, message=effect.reason.encode())
+            else:
+                self._observe(effect)
+        deadline = self.lobby.next_deadline()
+        if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
+            self._wake.set()
+
+    def _observe(self, event: core.Event) -> None:
+        fields: dict[str, object] = {}
+        if event.peer is not None:
+            fields["peerId"] = event.peer
+        if event.room is not None:
+            fields["roomId"] = event.room
+        fields.update(event.fields)
+        if event.name == "peer_matched":
+            wait = event.fields.get("wait_s")
+            if isinstance(wait, float):
+                self.metrics.wait.observe(wait)
+        level = 30 if event.name in ("peer_refused", "peer_abusive") else 20
+        log.log(level, event.name, extra={"fields": fields})
+
+    async def _tick_loop(self) -> None:
+        """Call ``Lobby.tick`` at its next deadline; woken early when one moves closer."""
+        while True:
+            self._wake.clear()
+            self._tick_at = self.lobby.next_deadline()
+            timeout = None if self._tick_at is None else max(0.0, self._tick_at - self._now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._apply(self.lobby.tick(self._now()))
+
+    # ------------------------------------------------------------ HTTP
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors_middleware])
+        app.on_response_prepare.append(self._add_headers)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/favicon.ico", self._favicon)
+        app.router.add_static("/static/", self._static, follow_symlinks=False)
+        return app
+
+    @web.middleware
+    async def _errors_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("http_handler_crashed", extra={"fields": {"path": request.path}})
+            raise
+
+    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(SECURITY_HEADERS)
+        origin = request.headers.get("Origin")
+        if origin and request.path != "/ws" and self._origin_allowed(request, origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
+    def _own_origin(self, request: web.Request) -> str:
+        scheme, host = request.scheme, request.host
+        if self.config.trust_proxy:
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        return f"{scheme}://{host}"
+
+    def _origin_allowed(self, request: web.Request, origin: str) -> bool:
+        return origin in self.config.allowed_origins or origin == self._own_origin(request)
+
+    def _client_addr(self, request: web.Request) -> str:
+        if self.config.trust_proxy:
+            forwarded = request.headers.get("X-Forwarded-For")
+            if forwarded:
+                # The rightmost entry is the one our own proxy appended; the
+                # ones to its left are whatever the client chose to send.
+                return forwarded.rsplit(",", 1)[-1].strip()
+        return request.remote or ""
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(self._static / "index.html")
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        icon: Path = self._static / "favicon.svg"
+        return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml"})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    def stats(self) -> dict[str, object]:
+        lobby = self.lobby
+        return {
+            "connections": lobby.connections,
+            "waiting": lobby.waiting,
+            "rooms": len(lobby.rooms),
+            "matches_total": lobby.counters.matches,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "rss_bytes": rss_bytes(),
+        }
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats(), dumps=json.dumps)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+    # ------------------------------------------------------------ WebSocket
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            raise web.HTTPServiceUnavailable(text="server is shutting down")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(request, origin):
+            log.warning("origin_refused", extra={"fields": {"origin": origin[:200]}})
+            raise web.HTTPForbidden(text="origin not allowed")
+        ws = web.WebSocketResponse(
+            compress=False,
+            # aiohttp refuses a frame of exactly max_msg_size; the protocol accepts 65,536.
+            max_msg_size=MAX_FRAME_BYTES + 1,
+            heartbeat=self.config.heartbeat or None,
+        )
+        await ws.prepare(request)
+        peer_id = new_id()
+        lobby = self.lobby
+        self._sockets[peer_id] = ws
+        ice = self._ice(peer_id, time.time())
+        try:
+            await self._apply(lobby.connect(peer_id, self._now(), self._client_addr(request), ice))
+            while not ws.closed:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.TEXT:
+                    effects = lobby.receive(peer_id, msg.data, self._now())
+                elif msg.type is WSMsgType.BINARY:
+                    effects = lobby.receive_binary(peer_id, self._now())
+                elif msg.type is WSMsgType.ERROR:
+                    code = ws.close_code
+                    if code in (WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT):
+                        lobby.note_close(code)
+                    break
+                else:
+                    break
+                await self._apply(effects)
+        finally:
+            del self._sockets[peer_id]
+            timed_out = isinstance(ws.exception(), TimeoutError)
+            gone = lobby.disconnect(
+                peer_id, self._now(), "timeout" if timed_out else "disconnected"
+            )
+            await self._apply(gone)
+        return ws
+
+
+async def run_server(config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
+    await Server(config).serve_forever(ready)
