@@ -104,6 +104,7 @@ class Peer:
     __slots__ = (
         "addr",
         "bucket",
+        "closing",
         "id",
         "joined_at",
         "queued_at",
@@ -118,6 +119,8 @@ class Peer:
         self.id = peer_id
         self.addr = addr
         self.state = State.IDLE
+        #: set once the core has asked for this peer's socket to close
+        self.closing = False
         self.room: Room | None = None
         self.queued_at = 0.0
         self.joined_at = 0.0
@@ -230,7 +233,7 @@ class Lobby:
     def receive(self, peer_id: str, frame: bytes | str | None, now: float) -> list[Effect]:
         """Handle one client frame; ``None`` stands for a binary frame."""
         peer = self.peers.get(peer_id)
-        if peer is None:
+        if peer is None or peer.closing:
             return []
         out: list[Effect] = []
         if not peer.bucket.take(now):
@@ -479,6 +482,7 @@ class Lobby:
         if peer.strikes > self.config.rate_burst:
             code = CloseCode.POLICY_VIOLATION
             self.counters.closes[code] = self.counters.closes.get(code, 0) + 1
+            peer.closing = True
             out.append(Close(peer.id, code, "rate limit abused"))
             out.append(Event("peer_abusive", peer.id))
             return

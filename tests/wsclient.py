@@ -69,8 +69,12 @@ class WsClient:
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.ws.receive()
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+                if msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.ERROR,
+                ):
                     return self.ws.close_code
 
     async def assert_silent(self, within: float = 0.2) -> None:
