@@ -97,7 +97,32 @@ class Event:
     fields: dict[str, object] = field(default_factory=dict)
 
 
-Effect = Send | Close | Event
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Deliver ``message`` to the core of ``node`` (a peer's partner lives there)."""
+
+    node: str
+    message: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOp:
+    """Ask the shared queue to ``join``, ``retry`` or ``leave`` for a local peer."""
+
+    op: Literal["join", "retry", "leave"]
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """Record, where every node can see it, that ``a`` and ``b`` just parted."""
+
+    a: str
+    b: str
+    seconds: float
+
+
+Effect = Send | Close | Event | Forward | QueueOp | Cooldown
 
 
 class Peer:
@@ -133,16 +158,29 @@ class Peer:
         self.recent: dict[str, float] = {}
 
 
+class RemotePeer:
+    """A partner connected to another node (Redis backend): known here by id and node."""
+
+    __slots__ = ("id", "node")
+
+    def __init__(self, peer_id: str, node: str) -> None:
+        self.id = peer_id
+        self.node = node
+
+
+Member = Peer | RemotePeer
+
+
 class Room:
     __slots__ = ("answerer", "created_at", "id", "offerer")
 
-    def __init__(self, room_id: str, offerer: Peer, answerer: Peer, now: float) -> None:
+    def __init__(self, room_id: str, offerer: Member, answerer: Member, now: float) -> None:
         self.id = room_id
         self.offerer = offerer
         self.answerer = answerer
         self.created_at = now
 
-    def partner_of(self, peer: Peer) -> Peer:
+    def partner_of(self, peer: Member) -> Member:
         return self.answerer if peer is self.offerer else self.offerer
 
 
@@ -162,12 +200,21 @@ _PARTNER_LEFT: Final = {
 }
 
 
+def _cooldown_entry(end: float, a: str, b: str) -> tuple[float, str, str]:
+    """One heap entry per pair, whichever of the two ended the room."""
+    return (end, a, b) if a < b else (end, b, a)
+
+
 def _counter_ids(prefix: str) -> Callable[[], str]:
     counter = itertools.count(1)
     return lambda: f"{prefix}{next(counter)}"
 
 
 class Lobby:
+    #: True when the queue is shared with other nodes (ClusterLobby): the core
+    #: then also emits the Cooldown effects the shared queue needs.
+    shared_queue = False
+
     def __init__(
         self,
         config: LobbyConfig | None = None,
@@ -269,7 +316,7 @@ class Lobby:
         elif peer.state is State.MATCHED:  # Leave
             self._end_room(peer, "left", now, out)
         elif peer.state is State.WAITING:
-            self._dequeue(peer)
+            self._dequeue(peer, out)
         else:
             self._error(peer, ErrorCode.INVALID_STATE, "leave while idle", out)
         return out
@@ -284,7 +331,7 @@ class Lobby:
         if peer.state is State.MATCHED:
             self._end_room(peer, reason, now, out)
         elif peer.state is State.WAITING:
-            self._dequeue(peer)
+            self._dequeue(peer, out)
         out.append(Event("peer_disconnected", peer.id, fields={"reason": reason}))
         if Fault.LEAK_ON_DISCONNECT in self.config.faults:
             self._leaked.append(peer)
@@ -312,10 +359,9 @@ class Lobby:
         self._stale_cooldowns += gone
         if self._stale_cooldowns * 2 > len(self._cooldowns):
             live = {
-                (end, a, b)
+                _cooldown_entry(end, a, b)
                 for a, peer in self.peers.items()
                 for b, end in peer.recent.items()
-                if a < b
             }
             self._cooldowns = list(live)
             heapq.heapify(self._cooldowns)
@@ -332,7 +378,7 @@ class Lobby:
                 )
             ]
             for peer in expired:
-                self._dequeue(peer)
+                self._dequeue(peer, out)
                 self._error(
                     peer, ErrorCode.QUEUE_TIMEOUT, f"nobody to match within {timeout:g} s", out
                 )
@@ -340,21 +386,26 @@ class Lobby:
         heap = self._cooldowns
         while heap and heap[0][0] <= now:
             end, a_id, b_id = heapq.heappop(heap)
-            a, b = self.peers.get(a_id), self.peers.get(b_id)
-            if a is None or b is None or a.recent.get(b_id) != end:
-                # One of them left (counted stale) or the pair met again since.
-                if a is None or b is None:
-                    self._stale_cooldowns = max(0, self._stale_cooldowns - 1)
-                continue
-            del a.recent[b_id], b.recent[a_id]
-            # Every two waiting peers are incompatible (else they would have been
-            # paired), so a cooldown ending can only make *this* pair possible.
-            if a.state is State.WAITING and b.state is State.WAITING:
-                older, newer = (a, b) if a.queued_at <= b.queued_at else (b, a)
-                self._dequeue(older)
-                self._dequeue(newer)
-                self._pair(newer, older, now, out)
+            ended: list[Peer] = []
+            for here, there in ((a_id, b_id), (b_id, a_id)):
+                side = self.peers.get(here)
+                if side is not None and side.recent.get(there) == end:
+                    del side.recent[there]
+                    ended.append(side)
+            if ended:
+                self._cooldown_ended(ended, now, out)
+            elif self._stale_cooldowns:
+                self._stale_cooldowns -= 1  # both sides gone, or the pair met again since
         return out
+
+    def _cooldown_ended(self, ended: list[Peer], now: float, out: list[Effect]) -> None:
+        # Every two waiting peers are incompatible (else they would have been
+        # paired), so a cooldown ending can only make *this* pair possible.
+        if len(ended) == 2 and all(peer.state is State.WAITING for peer in ended):
+            older, newer = sorted(ended, key=lambda peer: peer.queued_at)
+            self._dequeue(older, out)
+            self._dequeue(newer, out)
+            self._pair(newer, older, now, out)
 
     # ------------------------------------------------------------ rules
 
@@ -368,7 +419,7 @@ class Lobby:
         if Fault.NEVER_MATCH not in self.config.faults:
             for other in self.queue.values():
                 if self._compatible(peer, other, now):
-                    self._dequeue(other)
+                    self._dequeue(other, out)
                     self._pair(peer, other, now, out)
                     return
         if len(self.queue) >= self.config.max_queue:
@@ -385,57 +436,69 @@ class Lobby:
         out.append(Send(peer.id, _WAITING))
         out.append(Event("peer_waiting", peer.id))
 
-    def _dequeue(self, peer: Peer) -> None:
+    def _dequeue(self, peer: Peer, out: list[Effect]) -> None:
         self.queue.pop(peer.id, None)
         peer.state = State.IDLE
 
-    def _pair(self, newcomer: Peer, waited: Peer, now: float, out: list[Effect]) -> None:
-        """The peer that WAITED answers; the NEWCOMER offers (PROTOCOL.md)."""
-        offerer, answerer = newcomer, waited
+    def _roles(self, newcomer: Member, waited: Member) -> tuple[Member, Member]:
+        """(offerer, answerer): the peer that WAITED answers, the NEWCOMER offers.
+
+        The one place of the role rule (PROTOCOL.md), for every backend.
+        """
         if Fault.SWAP_ROLES in self.config.faults:
-            offerer, answerer = answerer, offerer
-        if Fault.DOUBLE_ENQUEUE in self.config.faults:
+            return waited, newcomer
+        return newcomer, waited
+
+    def _pair(
+        self,
+        newcomer: Member,
+        waited: Member,
+        now: float,
+        out: list[Effect],
+        room_id: str | None = None,
+    ) -> Room:
+        offerer, answerer = self._roles(newcomer, waited)
+        if Fault.DOUBLE_ENQUEUE in self.config.faults and isinstance(waited, Peer):
             self.queue[waited.id] = waited
-        room = Room(self._new_room_id(), offerer, answerer, now)
+        room = Room(room_id or self._new_room_id(), offerer, answerer, now)
         self.rooms[room.id] = room
-        for peer in (newcomer, waited):
-            peer.state = State.MATCHED
-            peer.room = room
-        self.counters.matches += 1
-        out.append(Send(offerer.id, p.encode(p.Matched(role="offerer", roomId=room.id))))
-        out.append(Send(answerer.id, p.encode(p.Matched(role="answerer", roomId=room.id))))
-        out.append(
-            Event(
-                "peer_matched",
-                answerer.id,
-                room.id,
-                {"role": "answerer", "wait_s": now - answerer.joined_at},
-            )
-        )
-        out.append(
-            Event(
-                "peer_matched",
-                offerer.id,
-                room.id,
-                {"role": "offerer", "wait_s": now - offerer.joined_at},
-            )
-        )
+        if isinstance(newcomer, Peer):  # counted once per room, on the newcomer's node
+            self.counters.matches += 1
+        roles: tuple[tuple[Member, p.Role], ...] = ((offerer, "offerer"), (answerer, "answerer"))
+        for member, role in roles:
+            if isinstance(member, Peer):
+                member.state = State.MATCHED
+                member.room = room
+                out.append(Send(member.id, p.encode(p.Matched(role=role, roomId=room.id))))
+        for member, role in reversed(roles):
+            if isinstance(member, Peer):
+                out.append(
+                    Event(
+                        "peer_matched",
+                        member.id,
+                        room.id,
+                        {"role": role, "wait_s": now - member.joined_at},
+                    )
+                )
+        return room
 
     def _end_room(self, peer: Peer, reason: p.LeaveReason, now: float, out: list[Effect]) -> None:
         room = peer.room
         assert room is not None
         partner = room.partner_of(peer)
         del self.rooms[room.id]
-        for member in (peer, partner):
-            member.room = None
-            member.state = State.IDLE
         cooldown = self.config.rematch_cooldown
+        end = now + cooldown
+        self._leave_room(peer, partner.id, end)
+        if isinstance(partner, Peer):
+            self._leave_room(partner, peer.id, end)
+            out.append(Send(partner.id, _PARTNER_LEFT[reason]))
+        else:
+            out.append(Forward(partner.node, ("left", partner.id, peer.id, room.id, reason)))
         if cooldown > 0:
-            end = now + cooldown
-            peer.recent[partner.id] = end
-            partner.recent[peer.id] = end
-            heapq.heappush(self._cooldowns, (end, peer.id, partner.id))
-        out.append(Send(partner.id, _PARTNER_LEFT[reason]))
+            heapq.heappush(self._cooldowns, _cooldown_entry(end, peer.id, partner.id))
+            if self.shared_queue:
+                out.append(Cooldown(peer.id, partner.id, cooldown))
         out.append(
             Event(
                 "room_closed",
@@ -444,6 +507,12 @@ class Lobby:
                 {"reason": reason, "duration_s": now - room.created_at},
             )
         )
+
+    def _leave_room(self, member: Peer, partner_id: str, cooldown_end: float) -> None:
+        member.room = None
+        member.state = State.IDLE
+        if self.config.rematch_cooldown > 0:
+            member.recent[partner_id] = cooldown_end
 
     def _relay(
         self, peer: Peer, msg: p.RelayMessage, frame: bytes | str, out: list[Effect]
@@ -454,18 +523,21 @@ class Lobby:
                 peer, ErrorCode.INVALID_STATE, f"{msg.type_name} while {peer.state.value}", out
             )
             return
+        target = room.partner_of(peer)
         faults = self.config.faults
         if faults:
             if Fault.DROP_CANDIDATES in faults and isinstance(msg, p.IceCandidate):
                 return
             if Fault.CROSS_WIRE in faults:
-                target = self._other_room_peer(room, room.partner_of(peer))
-                out.append(Send(target.id, frame))
-                return
+                target = self._other_room_peer(room, target)
         # Relayed as received: "unchanged" in PROTOCOL.md, and no re-encoding cost.
-        out.append(Send(room.partner_of(peer).id, frame))
+        if isinstance(target, Peer):
+            out.append(Send(target.id, frame))
+        else:
+            text = frame if isinstance(frame, str) else frame.decode()
+            out.append(Forward(target.node, ("relay", target.id, peer.id, room.id, text)))
 
-    def _other_room_peer(self, room: Room, partner: Peer) -> Peer:
+    def _other_room_peer(self, room: Room, partner: Member) -> Member:
         for other in self.rooms.values():
             if other is not room:
                 return other.offerer if partner is room.offerer else other.answerer
@@ -495,6 +567,6 @@ class Lobby:
 
     # ------------------------------------------------------------ for invariant checks
 
-    def room_members(self) -> Iterator[tuple[Room, Peer, Peer]]:
+    def room_members(self) -> Iterator[tuple[Room, Member, Member]]:
         for room in self.rooms.values():
             yield room, room.offerer, room.answerer

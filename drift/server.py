@@ -48,6 +48,10 @@ SECURITY_HEADERS: Final = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, RuntimeError)
+#: JSON endpoints a page of an allowed origin may read cross-origin.
+CORS_PATHS: Final = frozenset({"/healthz", "/stats"})
+#: A second signal exits with 128 + its number, like a process killed by it.
+FORCED_EXIT_BASE: Final = 128
 
 
 def new_id() -> str:
@@ -67,6 +71,8 @@ class Server:
         self.draining = False
         self._ice = self.config.ice_servers()
         self._sockets: dict[str, web.WebSocketResponse] = {}
+        # Kept to abort connections that cannot be closed politely by the deadline.
+        self._transports: dict[str, asyncio.Transport] = {}
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -104,22 +110,34 @@ class Server:
         return self.url
 
     async def shutdown(self) -> None:
-        """Drain: refuse new work, close every WebSocket with 1001, then stop listening."""
+        """Drain: refuse new work, close every WebSocket with 1001, then stop listening.
+
+        Bounded by ``shutdown_timeout``: a peer that does not read (so its close
+        frame cannot be flushed) has its connection aborted at the deadline
+        instead of holding the process up.
+        """
         if self.draining:
             return
         self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
         log.info("server_draining", extra={"fields": {"connections": len(self._sockets)}})
-        sockets = list(self._sockets.values())
+        sockets = dict(self._sockets)
         for _ in sockets:
             self.lobby.note_close(CloseCode.GOING_AWAY)
         closes = [
-            ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets
+            ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+            for ws in sockets.values()
         ]
         if closes:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*closes, return_exceptions=True), self.config.shutdown_timeout
-                )
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(*closes, return_exceptions=True)
+            except TimeoutError:
+                stuck = [peer for peer in sockets if peer in self._transports]
+                log.warning("server_shutdown_timeout", extra={"fields": {"aborted": len(stuck)}})
+                for peer in stuck:
+                    self._transports[peer].abort()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -129,7 +147,11 @@ class Server:
         log.info("server_stopped")
 
     async def serve_forever(self, ready: Callable[[str], None] | None = None) -> None:
-        """Run until SIGTERM/SIGINT; a second signal exits at once."""
+        """Run until SIGTERM/SIGINT, then drain; a second signal exits at once.
+
+        The forced exit status is ``128 + signal`` (the shell's convention for
+        "killed by a signal"), so a supervisor can tell it from a clean drain (0).
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         signals = 0
@@ -137,10 +159,11 @@ class Server:
         def on_signal(signum: int) -> None:
             nonlocal signals
             signals += 1
+            name = signal.Signals(signum).name
             if signals > 1:
-                log.warning("server_forced_exit", extra={"fields": {"signal": signum}})
-                os._exit(1)
-            log.info("server_signal", extra={"fields": {"signal": signal.Signals(signum).name}})
+                log.warning("server_forced_exit", extra={"fields": {"signal": name}})
+                os._exit(FORCED_EXIT_BASE + signum)
+            log.info("server_signal", extra={"fields": {"signal": name}})
             stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -149,10 +172,12 @@ class Server:
         if ready is not None:
             ready(url)
         await stop.wait()
+        # shutdown() keeps its own deadline; this outer bound only covers the
+        # listener teardown that follows it.
         try:
             await asyncio.wait_for(self.shutdown(), self.config.shutdown_timeout + 1)
         except TimeoutError:
-            log.warning("server_shutdown_timeout")
+            log.warning("server_cleanup_timeout")
 
     # ------------------------------------------------------------ core glue
 
@@ -177,7 +202,7 @@ class Server:
                 ws = self._sockets.get(effect.peer)
                 if ws is not None and not ws.closed:
                     await ws.close(code=effect.code, message=effect.reason.encode())
-            else:
+            elif isinstance(effect, core.Event):
                 self._observe(effect)
         deadline = self.lobby.next_deadline()
         if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
@@ -205,7 +230,11 @@ class Server:
             timeout = None if self._tick_at is None else max(0.0, self._tick_at - self._now())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            await self._apply(self.lobby.tick(self._now()))
+            try:
+                await self._apply(self.lobby.tick(self._now()))
+            except Exception:
+                # One bad send must not stop every queue timeout and cooldown.
+                log.exception("tick_failed")
 
     # ------------------------------------------------------------ HTTP
 
@@ -235,10 +264,13 @@ class Server:
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
+        if request.path not in CORS_PATHS:
+            return
+        # The answer depends on Origin: a shared cache must not reuse it for another.
+        response.headers["Vary"] = "Origin"
         origin = request.headers.get("Origin")
-        if origin and request.path != "/ws" and self._origin_allowed(request, origin):
+        if origin and self._origin_allowed(request, origin):
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
 
     def _own_origin(self, request: web.Request) -> str:
         scheme, host = request.scheme, request.host
@@ -309,6 +341,8 @@ class Server:
         peer_id = new_id()
         lobby = self.lobby
         self._sockets[peer_id] = ws
+        if request.transport is not None:
+            self._transports[peer_id] = request.transport
         ice = self._ice(peer_id, time.time())
         try:
             await self._apply(lobby.connect(peer_id, self._now(), self._client_addr(request), ice))
@@ -328,6 +362,7 @@ class Server:
                 await self._apply(effects)
         finally:
             del self._sockets[peer_id]
+            self._transports.pop(peer_id, None)
             timed_out = isinstance(ws.exception(), TimeoutError)
             gone = lobby.disconnect(
                 peer_id, self._now(), "timeout" if timed_out else "disconnected"

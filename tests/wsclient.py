@@ -45,16 +45,16 @@ class WsClient:
     async def send_raw(self, text: str) -> None:
         await self.ws.send_str(text)
 
-    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
+    async def recv(self, within: float = TIMEOUT) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=within)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"expected a text frame, got {msg.type!r} {msg.data!r}")
         value = json.loads(msg.data)
         assert isinstance(value, dict)
         return value
 
-    async def expect(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        msg = await self.recv(timeout)
+    async def expect(self, kind: str, within: float = TIMEOUT) -> dict[str, Any]:
+        msg = await self.recv(within)
         assert msg["type"] == kind, f"expected {kind!r}, got {msg!r}"
         return msg
 
@@ -64,9 +64,9 @@ class WsClient:
         assert isinstance(msg["message"], str) and msg["message"]
         return msg
 
-    async def expect_close(self, timeout: float = TIMEOUT) -> int | None:
+    async def expect_close(self, within: float = TIMEOUT) -> int | None:
         """Wait for the server's close, skipping frames, and return its code."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 msg = await self.ws.receive()
                 if msg.type in (
