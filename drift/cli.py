@@ -228,6 +228,37 @@ D = DEFAULTS
     type=click.Choice([f.value for f in Fault]),
     help="TESTING ONLY: break a protocol rule on purpose to prove the checkers.",
 )
+@env_option(
+    "--redis",
+    "redis_url",
+    env="REDIS_URL",
+    default=None,
+    show_default=False,
+    help="Share the queue with other nodes through this Redis (redis://host:port/db).",
+)
+@env_option(
+    "--workers",
+    env="WORKERS",
+    type=click.IntRange(1),
+    default=D.workers,
+    help="Server processes on this port (SO_REUSEPORT); more than 1 needs --redis.",
+)
+@env_option(
+    "--node-id",
+    env="NODE_ID",
+    default=None,
+    show_default=False,
+    help="This node's name in the cluster's /stats and logs (random when unset).",
+)
+@env_option(
+    "--node-ttl",
+    env="NODE_TTL",
+    type=click.FloatRange(0.5),
+    default=D.node_ttl,
+    help="Seconds of silence after which a node counts as dead and its peers' partners are "
+    "told (with --redis).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Set by --workers for each worker.")
 def serve(**options: Any) -> None:
     """Run the reference signaling server and the browser client."""
     config = _server_config(options)
@@ -238,6 +269,11 @@ def serve(**options: Any) -> None:
         click.echo(f"drift serving on {url} (WebSocket {url.replace('http', 'ws', 1)}/ws)")
         sys.stdout.flush()
 
+    if config.workers > 1:
+        from drift.workers import run_workers
+
+        argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
+        sys.exit(run_workers(config, argv, ready))
     try:
         _run(run_server(config, ready))
     except OSError as exc:

@@ -37,6 +37,12 @@ class ServerConfig:
     faults: frozenset[Fault] = frozenset()
     redis_url: str | None = None
     workers: int = 1
+    #: name of this node in a cluster (Redis backend); random when unset
+    node_id: str | None = None
+    #: SO_REUSEPORT, so several worker processes share one port
+    reuse_port: bool = False
+    #: seconds after which a node that stopped heartbeating counts as dead
+    node_ttl: float = 5.0
 
     def lobby_config(self) -> LobbyConfig:
         return LobbyConfig(

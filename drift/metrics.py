@@ -9,7 +9,8 @@ test process do not collide.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -63,10 +64,41 @@ class _LobbyCollector(Collector):
         yield GaugeMetricFamily("drift_rss_bytes", "Resident set size of the server", rss_bytes())
 
 
+class _ClusterCollector(Collector):
+    """Cluster-wide figures of the Redis backend, as of its last heartbeat."""
+
+    def __init__(self, cluster: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster()
+        if not cluster:
+            return
+        info = GaugeMetricFamily(
+            "drift_node_info", "This node's id in the cluster", labels=["node"]
+        )
+        info.add_metric([str(cluster.get("node", ""))], 1)
+        yield info
+        for key, name, doc in (
+            ("nodes", "drift_cluster_nodes", "Live nodes sharing the queue"),
+            ("queue", "drift_cluster_queue_length", "Peers waiting in the shared queue (Redis)"),
+            ("connections", "drift_cluster_connections", "Open WebSockets on all nodes"),
+            ("rooms", "drift_cluster_rooms", "Rooms on all nodes"),
+            ("matches_total", "drift_cluster_matches", "Rooms created by all nodes"),
+        ):
+            yield GaugeMetricFamily(name, doc, float(cluster.get(key, 0)))
+
+
 class Metrics:
-    def __init__(self, lobby: Callable[[], Lobby]) -> None:
+    def __init__(
+        self,
+        lobby: Callable[[], Lobby],
+        cluster: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_LobbyCollector(lobby))
+        if cluster is not None:
+            self.registry.register(_ClusterCollector(cluster))
         ProcessCollector(registry=self.registry)
         self.wait = Histogram(
             "drift_match_wait_seconds",

@@ -17,18 +17,22 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
 from drift import lobby as core
+from drift.cluster import ClusterLobby
 from drift.config import ServerConfig
-from drift.lobby import Lobby
+from drift.lobby import Fault, Lobby
 from drift.logs import get_logger
 from drift.metrics import Metrics, rss_bytes
 from drift.protocol import MAX_FRAME_BYTES, CloseCode
 from drift.resources import data_dir
+
+if TYPE_CHECKING:
+    from drift.redisbackend import RedisBackend
 
 log = get_logger("drift.server")
 
@@ -64,8 +68,11 @@ class Server:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
-        self.lobby = Lobby(self.config.lobby_config(), new_room_id=new_id)
-        self.metrics = Metrics(lambda: self.lobby)
+        self.lobby: Lobby = Lobby(self.config.lobby_config(), new_room_id=new_id)
+        self.backend: RedisBackend | None = None
+        if self.config.redis_url:
+            self.lobby, self.backend = self._cluster_node(self.config.redis_url)
+        self.metrics = Metrics(lambda: self.lobby, self.cluster_stats)
         self.url = ""
         self.port = 0
         self.draining = False
@@ -81,9 +88,31 @@ class Server:
         self._static = data_dir("static")
         self.app = self._make_app()
 
+    def _cluster_node(self, url: str) -> tuple[ClusterLobby, RedisBackend]:
+        from drift.redisbackend import RedisBackend
+
+        node = self.config.node_id or f"{secrets.token_hex(4)}-{os.getpid()}"
+        lobby = ClusterLobby(node, self.config.lobby_config(), new_room_id=new_id)
+        backend = RedisBackend(
+            url,
+            lobby,
+            self._apply,
+            max_queue=self.config.max_queue,
+            never_match=Fault.NEVER_MATCH in self.config.faults,
+            node_ttl=self.config.node_ttl,
+            heartbeat=self.config.node_ttl / 5,
+        )
+        return lobby, backend
+
+    def cluster_stats(self) -> dict[str, Any] | None:
+        """Cluster-wide figures (Redis backend), refreshed every heartbeat; else None."""
+        return self.backend.cluster if self.backend is not None else None
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> str:
+        if self.backend is not None:
+            await self.backend.start()
         self._runner = web.AppRunner(
             self.app,
             handle_signals=False,
@@ -95,7 +124,7 @@ class Server:
             self._runner,
             self.config.host,
             self.config.port,
-            reuse_port=self.config.workers > 1 or None,
+            reuse_port=self.config.reuse_port or None,
         )
         await site.start()
         server = site._server
@@ -144,6 +173,8 @@ class Server:
                 await self._ticker
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.backend is not None:
+            await self.backend.stop()
         log.info("server_stopped")
 
     async def serve_forever(self, ready: Callable[[str], None] | None = None) -> None:
@@ -204,6 +235,8 @@ class Server:
                     await ws.close(code=effect.code, message=effect.reason.encode())
             elif isinstance(effect, core.Event):
                 self._observe(effect)
+            elif self.backend is not None:  # Forward, QueueOp, Cooldown: the shared queue's
+                self.backend.submit(effect)
         deadline = self.lobby.next_deadline()
         if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
             self._wake.set()
@@ -312,6 +345,7 @@ class Server:
             "matches_total": lobby.counters.matches,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "rss_bytes": rss_bytes(),
+            **({"cluster": self.backend.cluster} if self.backend is not None else {}),
         }
 
     async def _stats(self, request: web.Request) -> web.Response:
