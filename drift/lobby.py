@@ -496,7 +496,7 @@ class Lobby:
         else:
             out.append(Forward(partner.node, ("left", partner.id, peer.id, room.id, reason)))
         if cooldown > 0:
-            heapq.heappush(self._cooldowns, _cooldown_entry(end, peer.id, partner.id))
+            self._push_cooldown(end, peer.id, partner.id)
             if self.shared_queue:
                 out.append(Cooldown(peer.id, partner.id, cooldown))
         out.append(
@@ -507,6 +507,9 @@ class Lobby:
                 {"reason": reason, "duration_s": now - room.created_at},
             )
         )
+
+    def _push_cooldown(self, end: float, a: str, b: str) -> None:
+        heapq.heappush(self._cooldowns, _cooldown_entry(end, a, b))
 
     def _leave_room(self, member: Peer, partner_id: str, cooldown_end: float) -> None:
         member.room = None
