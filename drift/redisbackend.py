@@ -94,7 +94,7 @@ local function find(me)
 end
 """
 
-_JOIN: Final = (
+JOIN_SCRIPT: Final = (
     _FIND
     + """
 local me, node, maxq, never = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -117,7 +117,7 @@ return {'waiting'}
 
 # A cooldown ended: look again for a peer already in the queue. Whoever sits
 # closer to the head waited longer and answers.
-_RETRY: Final = (
+RETRY_SCRIPT: Final = (
     _FIND
     + """
 local me, never = ARGV[2], ARGV[5]
@@ -134,14 +134,14 @@ return {'matched', found, fnode, 'waited'}
 """
 )
 
-_LEAVE: Final = """
+LEAVE_SCRIPT: Final = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
 # Drops queue entries of dead nodes so the queue length is true after a crash.
-_SWEEP: Final = """
+SWEEP_SCRIPT: Final = """
 local q, peers, pre = KEYS[1], KEYS[2], ARGV[1]
 local removed = 0
 for _, cand in ipairs(redis.call('LRANGE', q, 0, -1)) do
@@ -154,6 +154,22 @@ for _, cand in ipairs(redis.call('LRANGE', q, 0, -1)) do
 end
 return removed
 """
+
+QUEUE_SCRIPTS: Final = {"join": JOIN_SCRIPT, "retry": RETRY_SCRIPT, "leave": LEAVE_SCRIPT}
+
+
+def queue_keys(prefix: str) -> list[str]:
+    return [prefix + "queue", prefix + "peers"]
+
+
+def queue_op_args(
+    op: QueueOp, prefix: str, node: str, max_queue: int, never: str
+) -> list[str | int]:
+    """The ARGV of ``QUEUE_SCRIPTS[op.op]`` (KEYS are ``queue_keys(prefix)``)."""
+    if op.op == "leave":
+        return [op.peer]
+    return [prefix, op.peer, node, max_queue, never]
+
 
 Apply = Callable[[Sequence[Effect]], Awaitable[None]]
 
@@ -180,7 +196,7 @@ class RedisBackend:
         self.cluster: dict[str, Any] = {}
         self._apply = apply
         self._pre = prefix
-        self._queue_keys = [prefix + "queue", prefix + "peers"]
+        self._queue_keys = queue_keys(prefix)
         self._max_queue = max_queue
         self._never = "1" if never_match else "0"
         self._heartbeat = heartbeat
@@ -197,10 +213,10 @@ class RedisBackend:
             socket_timeout=2.0,
             health_check_interval=0,
         )
-        self._join = self.redis.register_script(_JOIN)
-        self._retry = self.redis.register_script(_RETRY)
-        self._leave = self.redis.register_script(_LEAVE)
-        self._sweep = self.redis.register_script(_SWEEP)
+        self._scripts = {
+            op: self.redis.register_script(source) for op, source in QUEUE_SCRIPTS.items()
+        }
+        self._sweep = self.redis.register_script(SWEEP_SCRIPT)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -275,12 +291,8 @@ class RedisBackend:
                 self._heartbeat_commands(pipe)
             for op in batch:
                 if isinstance(op, QueueOp):
-                    script = {"join": self._join, "retry": self._retry, "leave": self._leave}[op.op]
-                    if op.op == "leave":
-                        args: list[str | int] = [op.peer]
-                    else:
-                        args = [pre, op.peer, self.node, self._max_queue, self._never]
-                    await script(keys=self._queue_keys, args=args, client=pipe)
+                    args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
+                    await self._scripts[op.op](keys=self._queue_keys, args=args, client=pipe)
                 elif isinstance(op, Forward):
                     pipe.publish(pre + "inbox:" + op.node, json.dumps(op.message))
                 else:
