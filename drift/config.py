@@ -7,10 +7,18 @@ default is never written twice.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from typing import Final
 
+from drift.errors import ConfigError
 from drift.lobby import Fault, LobbyConfig
 from drift.turn import IceServerSource
+
+#: What a browser sends as ``Origin``: scheme://host[:port], lower case, no path.
+#: Any scheme, for hybrid apps (capacitor://localhost); never "null", which
+#: every sandboxed iframe sends.
+_ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,16 @@ class ServerConfig:
     reuse_port: bool = False
     #: seconds after which a node that stopped heartbeating counts as dead
     node_ttl: float = 5.0
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            # Matching is exact, so "https://Chat.example.com/" would silently
+            # refuse every browser: say so at startup instead.
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"--allowed-origin {origin!r} is not an origin: write scheme://host[:port] "
+                    "in lower case, with no path or trailing slash (https://chat.example.com)"
+                )
 
     def lobby_config(self) -> LobbyConfig:
         return LobbyConfig(

@@ -27,7 +27,9 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if fields:
-            out.update(fields)
+            for key, value in fields.items():
+                # A field may never overwrite ts/level/event/logger.
+                out.setdefault(key, value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

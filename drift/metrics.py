@@ -102,7 +102,9 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         self.wait = Histogram(
             "drift_match_wait_seconds",
-            "Time from join to matched",
+            # Per peer, not per room: the waiter's figure is the queue time a
+            # user feels; the newcomer's (~0) shows how often nobody waits.
+            "Seconds from join (or next) to matched, one observation per matched peer",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )

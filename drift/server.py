@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
 from drift import lobby as core
@@ -52,6 +52,8 @@ SECURITY_HEADERS: Final = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, RuntimeError)
+#: Closes aiohttp performs on its own for a bad frame (counted like the core's).
+_PROTOCOL_CLOSES: Final = frozenset({WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT})
 #: JSON endpoints a page of an allowed origin may read cross-origin.
 CORS_PATHS: Final = frozenset({"/healthz", "/stats"})
 #: A second signal exits with 128 + its number, like a process killed by it.
@@ -387,9 +389,12 @@ class Server:
                 elif msg.type is WSMsgType.BINARY:
                     effects = lobby.receive_binary(peer_id, self._now())
                 elif msg.type is WSMsgType.ERROR:
-                    code = ws.close_code
-                    if code in (WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT):
-                        lobby.note_close(code)
+                    # aiohttp has already closed with the error's code (1009 too
+                    # big, 1007 bad UTF-8); ws.close_code then holds the code of
+                    # the peer's close reply, so read it from the error itself.
+                    error = msg.data
+                    if isinstance(error, WebSocketError) and error.code in _PROTOCOL_CLOSES:
+                        lobby.note_close(error.code)
                     break
                 else:
                     break
@@ -398,6 +403,10 @@ class Server:
             del self._sockets[peer_id]
             self._transports.pop(peer_id, None)
             timed_out = isinstance(ws.exception(), TimeoutError)
+            if timed_out:
+                # Dropped by the heartbeat: no close frame went out (the peer is
+                # not answering); 1006 is what its side reports, if it ever does.
+                lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
             gone = lobby.disconnect(
                 peer_id, self._now(), "timeout" if timed_out else "disconnected"
             )
