@@ -56,6 +56,9 @@ _RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, Runtim
 _PROTOCOL_CLOSES: Final = frozenset({WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT})
 #: JSON endpoints a page of an allowed origin may read cross-origin.
 CORS_PATHS: Final = frozenset({"/healthz", "/stats"})
+#: Unsent bytes after which a peer counts as not reading and is cut off; well
+#: below aiohttp's writer_limit (256 KiB), where a send would start to block.
+STALLED_BYTES: Final = 128 * 1024
 #: A second signal exits with 128 + its number, like a process killed by it.
 FORCED_EXIT_BASE: Final = 128
 
@@ -222,6 +225,14 @@ class Server:
             if isinstance(effect, core.Send):
                 ws = self._sockets.get(effect.peer)
                 if ws is None or ws.closed:
+                    continue
+                transport = self._transports.get(effect.peer)
+                if transport is not None and transport.get_write_buffer_size() > STALLED_BYTES:
+                    # It stopped reading. Waiting for it would stall the sender
+                    # (or the ticker, or the Redis worker) behind one dead peer.
+                    log.warning("peer_stalled", extra={"fields": {"peerId": effect.peer}})
+                    self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
+                    transport.abort()
                     continue
                 data = effect.data
                 try:

@@ -274,3 +274,25 @@ async def test_many_peers_in_sequence_leave_nothing_behind(make_server: MakeServ
     for client in clients:
         await client.close()
     await wait_for_stats(server, connections=0, rooms=0, waiting=0)
+
+
+async def test_a_peer_that_stops_reading_is_cut_off_and_never_stalls_its_partner(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(rate_limit=0)
+    url = server.url.replace("http", "ws", 1) + "/ws"
+    stalled, sender = await pair(url)
+    # `stalled` never reads again: its client stops draining the socket once
+    # its own buffer is full, then the kernel's fill, then the server's.
+    offer = json.dumps({"type": "offer", "sdp": {"type": "offer", "sdp": "x" * 60_000}})
+    async with asyncio.timeout(TIMEOUT * 4):
+        for _ in range(400):  # 24 MB, far more than all those buffers hold
+            await sender.send_raw(offer)
+        left = await sender.expect("partner-left")
+    assert left["reason"] == "disconnected"
+    # The sender was never blocked behind its partner: it is served at once.
+    await sender.send({"type": "leave"})
+    await sender.expect_error("invalid-state")
+    await wait_for_stats(server, connections=1, rooms=0)
+    await sender.close()
+    await stalled.session.close()
