@@ -130,6 +130,9 @@ class Server:
             self.config.host,
             self.config.port,
             reuse_port=self.config.reuse_port or None,
+            # aiohttp's default of 128 drops connects when hundreds arrive at
+            # once (each dropped SYN then waits 1 s to retry).
+            backlog=1024,
         )
         await site.start()
         server = site._server

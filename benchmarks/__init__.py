@@ -1,0 +1,1 @@
+"""Benchmarks of drift against baselines measured in the same run (``drift bench``)."""

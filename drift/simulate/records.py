@@ -1,0 +1,96 @@
+"""What one synthetic peer observed: plain msgspec structs, cheap to pickle across processes.
+
+A peer records facts only (times, ids it was told, what arrived); whether a
+pair is verified is decided afterwards by :mod:`drift.simulate.verify`, which
+sees both sides of every room.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from msgspec import Struct
+
+
+class Failure(enum.StrEnum):
+    """Failure kinds, each named in the report; the order is the precedence."""
+
+    UNREACHABLE = "unreachable"  # the WebSocket could not be opened
+    SIGNALING_ERROR = "signaling-error"  # the server broke PROTOCOL.md (bad frame, wrong state)
+    SWAPPED_ROLES = (
+        "swapped-roles"  # waited peer told offerer, newcomer told answerer, or both same
+    )
+    CROSS_WIRED = "cross-wired"  # frames or identity from a peer outside this room
+    NEVER_MATCHED = "never-matched"  # waited while another peer waited too
+    CANDIDATES_DROPPED = "candidates-dropped"  # the partner trickled candidates, none arrived
+    ICE_FAILED = "ice-failed"  # the peer connection went to failed
+    MEDIA_FAILED = "media-failed"  # a media pair got too few frames carrying the partner's identity
+    ONE_SIDED = "one-sided"  # only one side of the pair verified
+    TIMEOUT = "timeout"  # a step did not finish within --timeout
+
+
+class Outcome(enum.StrEnum):
+    VERIFIED = "verified"
+    WAITING = "waiting"  # the odd one out: nobody left to pair with (not a failure)
+    FAILED = "failed"
+
+
+class RoundRecord(Struct, kw_only=True):
+    """One match of one peer: from join (or next) to the end of that room."""
+
+    number: int
+    t_join: float
+    t_waiting: float | None = None
+    t_matched: float | None = None
+    role: str | None = None
+    room_id: str | None = None
+    waited: bool = False
+    expected_role: str | None = None
+    media: bool = False
+    t_offer: float | None = None  # offer sent (offerer) or received (answerer)
+    t_answer: float | None = None
+    t_ice_connected: float | None = None
+    t_connected: float | None = None  # DTLS up (connectionState connected)
+    t_channel_open: float | None = None
+    t_verified: float | None = None
+    t_end: float | None = None
+    candidates_sent: int = 0
+    candidates_received: int = 0
+    end_of_candidates: bool = False
+    #: rooms whose frames (tagged SDP, hello) reached this peer of another room
+    foreign_rooms: list[str] = []
+    hello_peer: str | None = None
+    hello_room: str | None = None
+    rtt_ms: float | None = None
+    verified: bool = False  # this side's own check: partner identity + pong (+ media)
+    partner_ok: bool = False  # the partner said it verified this peer
+    media_frames_sent: int = 0
+    media_frames_ok: int = 0
+    media_frames_foreign: int = 0
+    media_frames_other: int = 0
+    pressed_next: bool = False
+    ended_by: str | None = None  # hold, partner-left:<reason>, failure
+    failure: str | None = None  # what this side saw locally (a Failure value)
+    detail: str | None = None
+
+
+class PeerRecord(Struct, kw_only=True):
+    index: int
+    worker: int = 0
+    url: str
+    t_start: float
+    t_connected: float | None = None
+    t_welcome: float | None = None
+    t_done: float | None = None
+    peer_id: str | None = None
+    next_selected: bool = False
+    rounds: list[RoundRecord] = []
+    #: released while waiting: the number of peers waiting run-wide at that moment
+    released_waiting: int | None = None
+    failure: str | None = None  # a failure outside any round (unreachable, signaling)
+    detail: str | None = None
+    stale_relays: int = 0
+    # filled by verify.classify
+    outcome: str | None = None
+    failure_kind: str | None = None
+    failure_detail: str | None = None
