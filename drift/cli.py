@@ -229,6 +229,14 @@ D = DEFAULTS
     help="TESTING ONLY: break a protocol rule on purpose to prove the checkers.",
 )
 @env_option(
+    "--max-pending-bytes",
+    env="MAX_PENDING_BYTES",
+    type=click.IntRange(0),
+    default=D.max_pending_bytes,
+    help="Unsent bytes to one peer after which it counts as not reading and is cut off "
+    "(at most 261120); 0 = never, its senders then wait for it.",
+)
+@env_option(
     "--redis",
     "redis_url",
     env="REDIS_URL",

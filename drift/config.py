@@ -49,6 +49,9 @@ class ServerConfig:
     node_id: str | None = None
     #: SO_REUSEPORT, so several worker processes share one port
     reuse_port: bool = False
+    #: unsent bytes to one peer after which it counts as not reading and is cut
+    #: off; 0 = never (a send then waits, and so does whoever sent it)
+    max_pending_bytes: int = 128 * 1024
     #: seconds after which a node that stopped heartbeating counts as dead
     node_ttl: float = 5.0
 

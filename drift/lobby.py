@@ -354,18 +354,26 @@ class Lobby:
         self.counters.closes[code] = self.counters.closes.get(code, 0) + 1
 
     def _forget_cooldowns(self, gone: int) -> None:
-        # Entries of departed peers are skipped lazily by tick(); rebuild the heap
-        # once they are the majority so churn cannot grow it without bound.
+        # Entries of departed peers are skipped lazily by tick(). Once they are
+        # the majority the heap is filtered, which costs its own length, so the
+        # work stays proportional to the entries, not to peers x departures.
         self._stale_cooldowns += gone
-        if self._stale_cooldowns * 2 > len(self._cooldowns):
-            live = {
-                _cooldown_entry(end, a, b)
-                for a, peer in self.peers.items()
-                for b, end in peer.recent.items()
-            }
-            self._cooldowns = list(live)
+        heap = self._cooldowns
+        if not self.peers:
+            heap.clear()
+            self._stale_cooldowns = 0
+        elif self._stale_cooldowns > 32 and self._stale_cooldowns * 2 > len(heap):
+            self._cooldowns = [entry for entry in heap if self._cooldown_alive(entry)]
             heapq.heapify(self._cooldowns)
             self._stale_cooldowns = 0
+
+    def _cooldown_alive(self, entry: tuple[float, str, str]) -> bool:
+        end, a, b = entry
+        for here, there in ((a, b), (b, a)):
+            peer = self.peers.get(here)
+            if peer is not None and peer.recent.get(there) == end:
+                return True
+        return False
 
     def tick(self, now: float) -> list[Effect]:
         out: list[Effect] = []

@@ -41,6 +41,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -173,6 +174,10 @@ def queue_op_args(
 
 Apply = Callable[[Sequence[Effect]], Awaitable[None]]
 
+# Node messages are tuples of strings; decoding validates that in one pass.
+_encode: Final = msgspec.json.Encoder().encode
+_decode: Final = msgspec.json.Decoder(tuple[str, ...]).decode
+
 
 class RedisBackend:
     def __init__(
@@ -294,7 +299,7 @@ class RedisBackend:
                     args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
                     await self._scripts[op.op](keys=self._queue_keys, args=args, client=pipe)
                 elif isinstance(op, Forward):
-                    pipe.publish(pre + "inbox:" + op.node, json.dumps(op.message))
+                    pipe.publish(pre + "inbox:" + op.node, _encode(op.message))
                 else:
                     a, b = sorted((op.a, op.b))
                     pipe.set(f"{pre}cool:{a}:{b}", 1, px=max(1, int(op.seconds * 1000)))
@@ -317,11 +322,10 @@ class RedisBackend:
                     if msg.get("type") != "message":
                         continue
                     try:
-                        message = json.loads(msg["data"])
-                    except ValueError:
-                        continue
-                    if isinstance(message, list) and all(isinstance(m, str) for m in message):
-                        await self._apply(self.lobby.deliver(tuple(message), loop.time()))
+                        message = _decode(msg["data"])
+                    except msgspec.DecodeError:
+                        continue  # not from a drift node; nothing to deliver
+                    await self._apply(self.lobby.deliver(message, loop.time()))
             except (RedisError, OSError) as exc:
                 self._down(exc)
             finally:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -56,9 +57,6 @@ _RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, Runtim
 _PROTOCOL_CLOSES: Final = frozenset({WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT})
 #: JSON endpoints a page of an allowed origin may read cross-origin.
 CORS_PATHS: Final = frozenset({"/healthz", "/stats"})
-#: Unsent bytes after which a peer counts as not reading and is cut off; well
-#: below aiohttp's writer_limit (256 KiB), where a send would start to block.
-STALLED_BYTES: Final = 128 * 1024
 #: A second signal exits with 128 + its number, like a process killed by it.
 FORCED_EXIT_BASE: Final = 128
 
@@ -82,6 +80,8 @@ class Server:
         self.port = 0
         self.draining = False
         self._ice = self.config.ice_servers()
+        # Below aiohttp's writer_limit (256 KiB), where a send starts to block.
+        self._max_pending = min(self.config.max_pending_bytes, 255 * 1024)
         self._sockets: dict[str, web.WebSocketResponse] = {}
         # Kept to abort connections that cannot be closed politely by the deadline.
         self._transports: dict[str, asyncio.Transport] = {}
@@ -208,6 +208,9 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         url = await self.start()
+        # Everything allocated so far lives as long as the process: keep it out
+        # of every later full collection, whose pause grows with the heap.
+        gc.freeze()
         if ready is not None:
             ready(url)
         await stop.wait()
@@ -224,13 +227,18 @@ class Server:
         return asyncio.get_running_loop().time()
 
     async def _apply(self, effects: Iterable[core.Effect]) -> None:
+        only_sends = True
         for effect in effects:
             if isinstance(effect, core.Send):
                 ws = self._sockets.get(effect.peer)
                 if ws is None or ws.closed:
                     continue
                 transport = self._transports.get(effect.peer)
-                if transport is not None and transport.get_write_buffer_size() > STALLED_BYTES:
+                if (
+                    transport is not None
+                    and self._max_pending
+                    and transport.get_write_buffer_size() > self._max_pending
+                ):
                     # It stopped reading. Waiting for it would stall the sender
                     # (or the ticker, or the Redis worker) behind one dead peer.
                     log.warning("peer_stalled", extra={"fields": {"peerId": effect.peer}})
@@ -246,13 +254,18 @@ class Server:
                 except _RESET_ERRORS:
                     continue  # the receiver is going away; its own handler cleans up
             elif isinstance(effect, core.Close):
+                only_sends = False
                 ws = self._sockets.get(effect.peer)
                 if ws is not None and not ws.closed:
                     await ws.close(code=effect.code, message=effect.reason.encode())
             elif isinstance(effect, core.Event):
+                only_sends = False
                 self._observe(effect)
-            elif self.backend is not None:  # Forward, QueueOp, Cooldown: the shared queue's
+            elif self.backend is not None:
+                only_sends = False  # Forward, QueueOp, Cooldown: the shared queue's
                 self.backend.submit(effect)
+        if only_sends:
+            return  # a relay: the queue and the cooldowns, so the deadlines, are as they were
         deadline = self.lobby.next_deadline()
         if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
             self._wake.set()
@@ -288,7 +301,9 @@ class Server:
     # ------------------------------------------------------------ HTTP
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_middleware])
+        # No middleware: each one costs every request a coroutine frame, and
+        # aiohttp already logs a handler's unhandled exception with its traceback.
+        app = web.Application()
         app.on_response_prepare.append(self._add_headers)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/healthz", self._healthz)
@@ -298,18 +313,6 @@ class Server:
         app.router.add_get("/favicon.ico", self._favicon)
         app.router.add_static("/static/", self._static, follow_symlinks=False)
         return app
-
-    @web.middleware
-    async def _errors_middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("http_handler_crashed", extra={"fields": {"path": request.path}})
-            raise
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
