@@ -155,7 +155,10 @@ def decode(frame: str | bytes) -> ClientMessage | DecodeError:
     """
     try:
         msg = _typed_decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # msgspec's errors are ValueErrors; so is a UnicodeDecodeError from
+        # bytes that are not UTF-8, and nesting beyond the C stack's depth is a
+        # RecursionError even in a field that would be ignored.
         return _classify(frame, exc)
     if isinstance(msg, Offer | Answer) and msg.sdp.type != msg.type_name:
         return DecodeError(
@@ -168,7 +171,9 @@ def decode(frame: str | bytes) -> ClientMessage | DecodeError:
 def _classify(frame: str | bytes, exc: Exception) -> DecodeError:
     try:
         value = _any_decoder.decode(frame)
-    except (msgspec.DecodeError, RecursionError, ValueError):
+    except RecursionError:
+        return DecodeError(ErrorCode.INVALID_JSON, "frame is nested too deeply")
+    except ValueError:
         return DecodeError(ErrorCode.INVALID_JSON, "frame is not valid JSON")
     if not isinstance(value, dict):
         return DecodeError(ErrorCode.INVALID_JSON, "frame is not a JSON object")

@@ -416,6 +416,13 @@ class Server:
                 else:
                     break
                 await self._apply(effects)
+        except Exception:
+            # A bug, never bad input (that is an error frame): say so with the
+            # close code PROTOCOL.md reserves for it, then clean up as usual.
+            log.exception("ws_handler_crashed", extra={"fields": {"peerId": peer_id}})
+            lobby.note_close(CloseCode.INTERNAL_ERROR)
+            if not ws.closed:
+                await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
         finally:
             del self._sockets[peer_id]
             self._transports.pop(peer_id, None)
