@@ -133,7 +133,7 @@ def hold(out: Path, users: int, spawn_rate: float, steady_s: float) -> dict[str,
     }
 
 
-def rate_point(out: Path, rate: float, tag: str) -> dict[str, Any]:
+def rate_point(out: Path, rate: float, tag: str, workers: int = 1) -> dict[str, Any]:
     users = max(2, round(rate * PACING_S))
     scenario = {
         "description": f"{rate:g} joins/s offered: {users} users, one session per {PACING_S:g} s",
@@ -150,7 +150,7 @@ def rate_point(out: Path, rate: float, tag: str) -> dict[str, Any]:
         "sdp_bytes": 2048,
         "candidates": 2,
     }
-    s = loadtest(out, f"rate-{rate:g}-{tag}", scenario, [])
+    s = loadtest(out, f"rate-{rate:g}-{tag}", scenario, [], workers=workers)
     steady = s["queue_steady"]
     return {
         "offered_joins_per_s": rate,
@@ -166,10 +166,10 @@ def rate_point(out: Path, rate: float, tag: str) -> dict[str, Any]:
     }
 
 
-def sweep(out: Path, rates: list[float], repeat: int) -> list[dict[str, Any]]:
+def sweep(out: Path, rates: list[float], repeat: int, workers: int) -> list[dict[str, Any]]:
     points = []
     for rate in rates:
-        runs = [rate_point(out, rate, str(i)) for i in range(repeat)]
+        runs = [rate_point(out, rate, str(i), workers) for i in range(repeat)]
         point = {
             "offered_joins_per_s": rate,
             "achieved_joins_per_s": statistics.median(r["achieved_joins_per_s"] for r in runs),
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hold-s", type=float, default=20.0, help="seconds held after the ramp")
     parser.add_argument("--rates", default="50,100,200,300,400,600,800,1000,1200")
     parser.add_argument("--repeat", type=int, default=1, help="runs per rate (median reported)")
+    parser.add_argument("--sweep-workers", type=int, default=1, help="locust workers for the sweep")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     args = parser.parse_args(argv)
@@ -224,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.skip_sweep:
         print("join rate sweep:", flush=True)
-        points = sweep(out, [float(r) for r in args.rates.split(",")], args.repeat)
+        rates = [float(r) for r in args.rates.split(",")]
+        points = sweep(out, rates, args.repeat, args.sweep_workers)
+        results["sweep_workers"] = args.sweep_workers
         results["sweep"] = points
         ok = [p for p in points if _passed(p)]
         results["highest_rate_p99_under_limit"] = max(

@@ -1,0 +1,170 @@
+"""locust, headless, as subprocesses: one local process, or a master and N workers.
+
+locust runs on gevent and is never imported here (DESIGN.md); this module only
+builds command lines and watches processes. The master (or the single process)
+writes locust's CSV and HTML and, through the locustfile, every raw sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from drift.loadtest.scenario import Scenario
+from drift.resources import data_dir
+
+CSV_PREFIX = "locust"
+HTML_NAME = "locust.html"
+SAMPLES_NAME = "samples.csv"
+
+
+def locustfile() -> Path:
+    return data_dir("loadtest") / "locustfile.py"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class LocustPlan:
+    scenario: Scenario
+    scenario_path: Path
+    host: str  # http(s)://... of the server under test
+    out_dir: Path
+    workers: int = 0  # 0: one local process; N: a master and N worker processes
+    master_port: int = 0
+
+    @property
+    def run_time_s(self) -> int:
+        return math.ceil(self.scenario.duration_s)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DRIFT_SCENARIO"] = str(self.scenario_path)
+        env["DRIFT_LOADTEST_SAMPLES"] = str(self.out_dir / SAMPLES_NAME)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def main_command(self) -> list[str]:
+        s = self.scenario
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile()),
+            "--headless",
+            "--host",
+            self.host,
+            "--run-time",
+            f"{self.run_time_s}s",
+            "--csv",
+            str(self.out_dir / CSV_PREFIX),
+            "--html",
+            str(self.out_dir / HTML_NAME),
+            "--only-summary",
+            # Failures are judged by the thresholds, not by locust's exit code.
+            "--exit-code-on-error",
+            "0",
+        ]
+        if not s.stages:  # with stages the locustfile's LoadTestShape drives the users
+            cmd += ["--users", str(s.users), "--spawn-rate", f"{s.spawn_rate:g}"]
+        if self.workers:
+            cmd += [
+                "--master",
+                "--expect-workers",
+                str(self.workers),
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(self.master_port),
+            ]
+        return cmd
+
+    def worker_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile()),
+            "--worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(self.master_port),
+        ]
+
+
+class LocustRun:
+    """The processes of one locust run; ``stop()`` ends only the ones it started."""
+
+    def __init__(self, plan: LocustPlan) -> None:
+        if plan.workers and not plan.master_port:
+            plan = LocustPlan(**{**plan.__dict__, "master_port": free_port()})
+        self.plan = plan
+        self.main: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+
+    def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.plan.out_dir / log_name, "wb")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        # stdin closed: headless locust otherwise reads it for its keyboard controls
+        # and, given an open pipe it cannot read, never gets to exit.
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.plan.env(),
+            cwd=self.plan.out_dir,
+        )
+
+    def start(self) -> None:
+        self.main = self._spawn(self.plan.main_command(), "locust.log")
+        for i in range(self.plan.workers):
+            self.workers.append(self._spawn(self.plan.worker_command(), f"locust-worker-{i}.log"))
+
+    def pids(self) -> list[int]:
+        procs = [self.main, *self.workers] if self.main else self.workers
+        return [p.pid for p in procs if p is not None and p.poll() is None]
+
+    def poll(self) -> int | None:
+        assert self.main is not None
+        return self.main.poll()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Wait briefly for a clean exit, then SIGTERM, then SIGKILL; the main exit code."""
+        procs = [p for p in (self.main, *self.workers) if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        return self.main.returncode if self.main is not None else None
+
+    def wait_workers(self, timeout: float = 10.0) -> None:
+        """Workers exit on the master's quit message; give them time before signalling."""
+        for proc in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
