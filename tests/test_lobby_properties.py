@@ -1193,4 +1193,5 @@ def test_model_matches_protocol_error_shape() -> None:
     assert not _matches(
         p.encode(p.Error(code="invalid-state", message="")), _error("invalid-state")
     )
-    assert not _matches(b'{"type":"offer"}', '{"type":"offer"}')  # bytes vs str relayed
+    assert _matches(b'{"type":"offer"}', '{"type":"offer"}')  # same text, via another node
+    assert not _matches(b'{"type":"offer"}', '{"type": "offer"}')  # relayed, but changed

@@ -3,7 +3,7 @@
 The HMAC is checked in test_security.py; here coturn itself must accept a
 fresh credential and refuse one whose expiry has passed. The TURN client is a
 few lines of RFC 5389/5766 written here, independent of drift and aiortc.
-Skipped where coturn is not installed (``apt install coturn``).
+coturn comes from tests/coturn_support.py (a failure in CI when missing, a skip elsewhere).
 """
 
 from __future__ import annotations
@@ -12,24 +12,19 @@ import asyncio
 import hashlib
 import hmac
 import os
-import secrets
-import shutil
-import socket
 import struct
-import tempfile
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from drift.protocol import IceServer
 from drift.turn import IceServerSource
+from tests import coturn_support
 from tests.conftest import MakeServer
+from tests.coturn_support import SECRET
 from tests.wsclient import TIMEOUT, WsClient
 
-pytestmark = pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn not installed")
+#: the shared fixture: a fresh coturn on free loopback ports, yielding its UDP port
+coturn = coturn_support.coturn
 
-SECRET = "coturn-shared-" + secrets.token_hex(8)
 MAGIC = 0x2112A442
 BINDING, BINDING_OK = 0x0001, 0x0101
 ALLOCATE, ALLOCATE_OK, ALLOCATE_ERROR = 0x0003, 0x0103, 0x0113
@@ -109,47 +104,6 @@ async def allocate(port: int, username: str, password: str) -> int | None:
     assert kind == ALLOCATE_ERROR, hex(kind)
     code = attrs[ERROR_CODE]
     return code[2] * 100 + code[3]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def coturn() -> AsyncIterator[int]:
-    # One relay port per allocation (the test makes two that succeed).
-    port, relay = free_udp_port(), min(free_udp_port(), 65_000)
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = await asyncio.create_subprocess_exec(
-            "turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
-            f"--listening-port={port}", f"--min-port={relay}", f"--max-port={relay + 8}",
-            "--use-auth-secret", f"--static-auth-secret={SECRET}", "--realm=drift.test",
-            "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers",
-            "--no-stdout-log", f"--log-file={tmp}/turn.log", f"--userdb={tmp}/turndb",
-            f"--pidfile={tmp}/turn.pid",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            # Ready when a STUN Binding request is answered.
-            async with asyncio.timeout(TIMEOUT * 2):
-                while True:
-                    probe = await Session.open(port)
-                    try:
-                        reply = await probe.exchange(stun(BINDING, []), timeout=0.2)
-                    except (TimeoutError, ConnectionRefusedError):
-                        assert proc.returncode is None, "turnserver exited"
-                        continue
-                    finally:
-                        probe.close()
-                    assert parse(reply)[0] == BINDING_OK
-                    break
-            yield port
-        finally:
-            proc.terminate()
-            await proc.wait()
 
 
 async def test_coturn_accepts_the_welcome_credential_and_refuses_an_expired_one(

@@ -30,6 +30,7 @@ from drift.simulate.report import print_summary, summarize_run, write_reports
 from drift.simulate.runner import Coordinator, RunSpec, tune_gc
 from drift.simulate.verify import classify
 from drift.simulate.workers import run_in_process, run_in_workers
+from drift.turn_probe import pick_turn_target
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Settings:
     report_dir: Path | None = None
     live: bool = True
     seed: int = 0
+    #: "all" or "relay" (only candidates relayed by the TURN server of welcome)
+    ice_policy: str = "all"
+    #: TURN for the embedded server's welcome (with --url the target hands out its own)
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = dataclasses.field(default=None, repr=False)
+    turn_ttl: float | None = None
 
 
 @dataclass(slots=True)
@@ -59,8 +66,12 @@ class SimulateResult:
     report_dir: Path | None
 
 
-async def preflight(urls: tuple[str, ...], timeout: float = 10.0) -> None:
-    """One welcome from every target, or TargetUnreachable with one readable line."""
+async def preflight(urls: tuple[str, ...], timeout: float = 10.0, ice_policy: str = "all") -> None:
+    """One welcome from every target, or TargetUnreachable with one readable line.
+
+    A relay-only run against a target whose welcome has no TURN server could
+    only time out pair by pair, so it stops here with the reason instead.
+    """
     for url in urls:
         try:
             client = await SignalingClient.connect(url, timeout=timeout)
@@ -69,7 +80,13 @@ async def preflight(urls: tuple[str, ...], timeout: float = 10.0) -> None:
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             raise TargetUnreachable(f"cannot reach {url}: {reason}") from None
+        servers = client.ice_servers
         await client.close()
+        if ice_policy == "relay" and pick_turn_target(servers) is None:
+            raise ConfigError(
+                f"--ice-policy relay, but the welcome of {url} has no TURN server with "
+                "credentials (run the server with --turn-url and --turn-secret)"
+            )
 
 
 class LiveView:
@@ -125,14 +142,19 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
             target: dict[str, Any] = {"urls": list(urls), "embedded": False, "note": ""}
         else:
             server = EmbeddedServer(
-                peers=settings.peers, faults=settings.server_faults, log=folder / "server.log"
+                peers=settings.peers,
+                faults=settings.server_faults,
+                log=folder / "server.log",
+                turn_urls=settings.turn_urls,
+                turn_secret=settings.turn_secret,
+                turn_ttl=settings.turn_ttl,
             )
             urls = (await server.start(),)
             note = SERVER_NOTE
             if settings.server_faults:
                 note += f"; FAULTS INJECTED: {', '.join(settings.server_faults)}"
             target = {"urls": list(urls), "embedded": True, "note": note}
-        await preflight(urls)
+        await preflight(urls, ice_policy=settings.ice_policy)
         spec = RunSpec(
             urls=urls,
             peers=settings.peers,
@@ -145,6 +167,7 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
             concurrency=settings.concurrency,
             real_interfaces=settings.real_interfaces,
             seed=settings.seed,
+            ice_policy=settings.ice_policy,
             t0=time.monotonic(),
         )
         started = time.monotonic()
@@ -166,11 +189,17 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
     finally:
         if server is not None:
             await server.stop()
-    verdict = classify(merged.records, trickle=settings.trickle, run_failures=run_failures)
+    verdict = classify(
+        merged.records,
+        trickle=settings.trickle,
+        run_failures=run_failures,
+        ice_policy=settings.ice_policy,
+    )
     passed = verdict.passed(settings.min_success)
     code = ExitCode.OK if passed else ExitCode.CHECK_FAILED
     options = dataclasses.asdict(settings)
-    for key in ("urls", "report_dir", "live", "server_faults"):
+    # the TURN secret never reaches a report file
+    for key in ("urls", "report_dir", "live", "server_faults", "turn_secret"):
         options.pop(key)
     summary = summarize_run(
         verdict,
@@ -293,6 +322,38 @@ def _env(name: str) -> dict[str, Any]:
     "--seed", type=int, default=0, help="Seed of the --next-fraction draw.", **_env("SEED")
 )
 @click.option(
+    "--ice-policy",
+    type=click.Choice(["all", "relay"]),
+    default="all",
+    help="relay: peers may connect only through the TURN server of welcome "
+    "(iceTransportPolicy relay); every pair must then use relay candidates.",
+    **_env("ICE_POLICY"),
+)
+@click.option(
+    "--turn-url",
+    "turn_urls",
+    multiple=True,
+    help="TURN URL the embedded server hands out with time-limited credentials (repeatable).",
+    envvar="DRIFT_SIMULATE_TURN_URLS",
+    show_envvar=True,
+)
+@click.option(
+    "--turn-secret",
+    default=None,
+    help="coturn's static-auth-secret, for the embedded server's TURN credentials "
+    "(prefer the variable).",
+    envvar="DRIFT_TURN_SECRET",
+    show_envvar=True,
+)
+@click.option(
+    "--turn-ttl",
+    type=click.FloatRange(1),
+    default=None,
+    help="Seconds the embedded server's TURN credentials stay valid (default: drift serve's).",
+    envvar="DRIFT_SIMULATE_TURN_TTL",
+    show_envvar=True,
+)
+@click.option(
     "--server-fault",
     "server_faults",
     multiple=True,
@@ -315,6 +376,10 @@ def simulate(
     report_dir: Path | None,
     no_live: bool,
     seed: int,
+    ice_policy: str,
+    turn_urls: tuple[str, ...],
+    turn_secret: str | None,
+    turn_ttl: float | None,
     server_faults: tuple[str, ...],
 ) -> None:
     """Headless aiortc peers that prove matching and real WebRTC connections end to end.
@@ -329,6 +394,13 @@ def simulate(
         raise ConfigError("--server-fault applies to the embedded server only (no --url)")
     if procs > peers:
         raise ConfigError(f"--procs {procs} is more than --peers {peers}")
+    if urls and (turn_urls or turn_ttl is not None):
+        raise ConfigError(
+            "--turn-url/--turn-ttl configure the embedded server only; with --url the "
+            "target's welcome carries its own TURN credentials"
+        )
+    if turn_urls and not turn_secret:
+        raise ConfigError("--turn-url needs --turn-secret (or DRIFT_TURN_SECRET)")
     settings = Settings(
         peers=peers,
         urls=urls,
@@ -346,6 +418,10 @@ def simulate(
         report_dir=report_dir,
         live=not no_live,
         seed=seed,
+        ice_policy=ice_policy,
+        turn_urls=turn_urls,
+        turn_secret=turn_secret if turn_urls else None,
+        turn_ttl=turn_ttl,
     )
     from drift.cli import _run
 

@@ -27,10 +27,22 @@ SERVER_NOTE: Final = "embedded reference server, per-IP connection cap off, queu
 
 
 class EmbeddedServer:
-    def __init__(self, *, peers: int, faults: tuple[str, ...] = (), log: Path | None = None):
+    def __init__(
+        self,
+        *,
+        peers: int,
+        faults: tuple[str, ...] = (),
+        log: Path | None = None,
+        turn_urls: tuple[str, ...] = (),
+        turn_secret: str | None = None,
+        turn_ttl: float | None = None,
+    ):
         self.peers = peers
         self.faults = faults
         self.log = log
+        self.turn_urls = turn_urls
+        self.turn_secret = turn_secret
+        self.turn_ttl = turn_ttl
         self.http_url = ""
         self.process: asyncio.subprocess.Process | None = None
         self.pid = 0
@@ -51,6 +63,10 @@ class EmbeddedServer:
         ]  # fmt: skip
         for fault in self.faults:
             argv += ["--fault", fault]
+        for url in self.turn_urls:
+            argv += ["--turn-url", url]
+        if self.turn_ttl is not None:
+            argv += ["--turn-ttl", f"{self.turn_ttl:g}"]
         return argv
 
     async def start(self, timeout: float = 30.0) -> str:
@@ -59,6 +75,10 @@ class EmbeddedServer:
         # the server's log goes to a file next to the report (opened once, briefly)
         stderr = open(self.log, "ab") if self.log else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("DRIFT_TURN_SECRET", None)
+        if self.turn_secret:
+            # through the environment, never argv, where any local user could read it with ps
+            env["DRIFT_TURN_SECRET"] = self.turn_secret
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv(), stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env

@@ -33,6 +33,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 from drift import protocol as p
@@ -40,6 +41,7 @@ from drift.client import ClientState, ConnectionClosed, ProtocolViolation, Signa
 from drift.simulate.loopback import configure_interfaces
 from drift.simulate.media import FrameCounter, IdentityTrack, identity_code
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
+from drift.turn_probe import allocate_once, pick_turn_target
 
 #: Media pairs count as verified after this many frames carrying the partner's identity.
 MEDIA_MIN_FRAMES: Final = 5
@@ -89,6 +91,8 @@ class PeerOptions:
     interop: bool = False
     #: interop mode: send the identity video track whatever the role
     media: bool = False
+    #: "all", or "relay": only candidates relayed by the TURN server of welcome
+    ice_policy: str = "all"
 
 
 @dataclass(slots=True)
@@ -168,14 +172,56 @@ def _remote_ufrag(sdp: str) -> set[str]:
     return {line[12:].strip() for line in sdp.split("\r\n") if line.startswith("a=ice-ufrag:")}
 
 
-def rtc_configuration(servers: list[p.IceServer]) -> RTCConfiguration:
-    """Only the ICE servers from welcome: never aiortc's default public STUN."""
+def rtc_configuration(servers: list[p.IceServer], ice_policy: str = "all") -> RTCConfiguration:
+    """Only the ICE servers from welcome: never aiortc's default public STUN.
+
+    With ``ice_policy="relay"`` aioice (0.13) gathers relay candidates only and
+    ignores mDNS remote candidates (RFC 9429 section 3.5.3), like a browser's
+    ``iceTransportPolicy: "relay"``: every path then goes through TURN.
+    """
     ice = []
     for s in servers:
         username = s.username if isinstance(s.username, str) else None
         credential = s.credential if isinstance(s.credential, str) else None
         ice.append(RTCIceServer(urls=list(s.urls), username=username, credential=credential))
-    return RTCConfiguration(iceServers=ice)
+    return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy(ice_policy))
+
+
+def candidate_types(sdp: str) -> list[str]:
+    """The distinct ``typ`` values of the ``a=candidate`` lines (host, srflx, prflx, relay).
+
+    Distinct, because a bundled SDP repeats the same candidates in every m= section.
+    """
+    found: list[str] = []
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            words = line.split()
+            if "typ" in words[:-1]:
+                kind = words[words.index("typ") + 1]
+                if kind not in found:
+                    found.append(kind)
+    return found
+
+
+def selected_pair_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the pair aioice nominated, None when unknown.
+
+    aiortc has no candidate-pair stats; the nominated pair (the one aioice sends
+    on) sits on the ICE transport's aioice connection, under the SCTP transport
+    (every synthetic call has a data channel) or else a media transceiver's.
+    """
+    transports = [getattr(pc.sctp, "transport", None)]
+    transports += [t.sender.transport for t in pc.getTransceivers()]
+    for dtls in transports:
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        nominated = getattr(connection, "_nominated", None)
+        if isinstance(nominated, dict) and nominated:
+            pair = nominated.get(1) or next(iter(nominated.values()))
+            local = getattr(getattr(pair, "local_candidate", None), "type", None)
+            remote = getattr(getattr(pair, "remote_candidate", None), "type", None)
+            if isinstance(local, str) and isinstance(remote, str):
+                return local, remote
+    return None
 
 
 class _Call:
@@ -190,7 +236,8 @@ class _Call:
     ) -> None:
         self.peer = peer
         self.rnd = rnd
-        self.pc = RTCPeerConnection(rtc_configuration(servers))
+        self.servers = servers
+        self.pc = RTCPeerConnection(rtc_configuration(servers, peer.options.ice_policy))
         self.channel: RTCDataChannel | None = None
         self.failure: asyncio.Future[PeerFailed] = asyncio.get_running_loop().create_future()
         self.verified = asyncio.Event()
@@ -234,9 +281,16 @@ class _Call:
         if state == "connected":
             if self.rnd.t_connected is None:
                 self.rnd.t_connected = time.monotonic()
+            self._note_selected_pair()
             self.connected.set()
         elif state == "failed":
             self.fail(Failure.ICE_FAILED, "peer connection failed")
+
+    def _note_selected_pair(self) -> None:
+        if self.rnd.selected_local_type is None:
+            types = selected_pair_types(self.pc)
+            if types is not None:
+                self.rnd.selected_local_type, self.rnd.selected_remote_type = types
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         self._use_channel(channel)
@@ -357,7 +411,8 @@ class _Call:
         if self.want_media:
             self.track = IdentityTrack(self.peer.peer_id)
             self.pc.addTrack(self.track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        if not await self._set_local(await self.pc.createOffer()):
+            return
         rnd.t_offer = time.monotonic()
         await self._send_description(client, "offer")
 
@@ -376,9 +431,47 @@ class _Call:
             self.pc.addTrack(self.track)
             if rnd.media:
                 self.tasks.append(asyncio.ensure_future(self.watch_media()))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        if not await self._set_local(await self.pc.createAnswer()):
+            return
         rnd.t_answer = time.monotonic()
         await self._send_description(client, "answer")
+
+    async def _set_local(self, description: RTCSessionDescription) -> bool:
+        """setLocalDescription (which gathers) under a timeout; False when the round failed.
+
+        aiortc hides TURN failures: a refused allocation just leaves no relay
+        candidate. A relay-only peer without one asks :mod:`drift.turn_probe`
+        (the same allocation, done by hand) why, and fails with that kind.
+        """
+        try:
+            await asyncio.wait_for(
+                self.pc.setLocalDescription(description), self.peer.options.timeout
+            )
+        except TimeoutError:
+            self.fail(Failure.TIMEOUT, "ICE gathering did not finish within the timeout")
+            return False
+        self.rnd.local_candidate_types = candidate_types(self.pc.localDescription.sdp)
+        if (
+            self.peer.options.ice_policy == "relay"
+            and "relay" not in self.rnd.local_candidate_types
+        ):
+            kind, detail = await self._turn_failure()
+            self.fail(kind, detail)
+            return False
+        return True
+
+    async def _turn_failure(self) -> tuple[Failure, str]:
+        target = pick_turn_target(self.servers)
+        if target is None:
+            return Failure.TURN_MISSING, "relay-only, but welcome carried no TURN server to use"
+        probe = await allocate_once(target, timeout=min(5.0, self.peer.options.timeout))
+        if probe.problem is None:
+            return (
+                Failure.TURN_ALLOCATION_REFUSED,
+                f"{target.url}: no relay candidate gathered, though a probe allocation "
+                "right after succeeded",
+            )
+        return Failure(probe.problem.value), f"{target.url}: {probe.detail}"
 
     async def on_answer(self, sdp: str) -> None:
         if self.foreign(sdp):
@@ -469,6 +562,8 @@ class _Call:
         await self.pc.addIceCandidate(ice)
 
     async def close(self) -> None:
+        if self.rnd.t_connected is not None:
+            self._note_selected_pair()
         for task in self.tasks:
             task.cancel()
         if self.track is not None:
@@ -819,6 +914,7 @@ async def run_one_peer(
     timeout: float = 20.0,
     trickle: bool = True,
     real_interfaces: bool = False,
+    ice_policy: str = "all",
 ) -> PeerOutcome:
     """Join ``ws_url`` once, negotiate by role with whatever partner the server assigns.
 
@@ -826,11 +922,19 @@ async def run_one_peer(
     the data channel: success is a connected call (``connectionState ==
     "connected"``) held for ``hold`` seconds, with the synthetic identity video
     track sent when ``media`` (frames the partner sends are counted too).
-    Candidates stay on 127.0.0.1 unless ``real_interfaces``.
+    Candidates stay on 127.0.0.1 unless ``real_interfaces``; ``ice_policy="relay"``
+    allows only relay candidates from the TURN server of welcome.
     """
     configure_interfaces(real_interfaces)
     record = PeerRecord(index=0, url=ws_url, t_start=time.monotonic())
-    options = PeerOptions(trickle=trickle, timeout=timeout, hold=hold, interop=True, media=media)
+    options = PeerOptions(
+        trickle=trickle,
+        timeout=timeout,
+        hold=hold,
+        interop=True,
+        media=media,
+        ice_policy=ice_policy,
+    )
     peer = SyntheticPeer(record, options)
     await peer.run()
     rnd = record.rounds[-1] if record.rounds else None

@@ -11,6 +11,8 @@ import enum
 
 from msgspec import Struct
 
+from drift.turn_probe import TurnProblem
+
 
 class Failure(enum.StrEnum):
     """Failure kinds, each named in the report; the order is the precedence."""
@@ -22,8 +24,14 @@ class Failure(enum.StrEnum):
     )
     CROSS_WIRED = "cross-wired"  # frames or identity from a peer outside this room
     NEVER_MATCHED = "never-matched"  # waited while another peer waited too
+    # --ice-policy relay and no relay candidate: drift.turn_probe names the cause
+    TURN_MISSING = "turn-missing"  # relay-only, but welcome carried no usable TURN server
+    TURN_UNREACHABLE = TurnProblem.UNREACHABLE.value  # no answer / ICMP unreachable
+    TURN_AUTH_REJECTED = TurnProblem.AUTH_REJECTED.value  # 401: wrong secret or expired
+    TURN_ALLOCATION_REFUSED = TurnProblem.ALLOCATION_REFUSED.value  # quota, ports, 403...
     CANDIDATES_DROPPED = "candidates-dropped"  # the partner trickled candidates, none arrived
     ICE_FAILED = "ice-failed"  # the peer connection went to failed
+    NOT_RELAYED = "not-relayed"  # --ice-policy relay, yet the selected pair had no relay
     MEDIA_FAILED = "media-failed"  # a media pair got too few frames carrying the partner's identity
     ONE_SIDED = "one-sided"  # only one side of the pair verified
     TIMEOUT = "timeout"  # a step did not finish within --timeout
@@ -57,6 +65,11 @@ class RoundRecord(Struct, kw_only=True):
     candidates_sent: int = 0
     candidates_received: int = 0
     end_of_candidates: bool = False
+    #: distinct types (host, srflx, prflx, relay) of the candidates in the local SDP
+    local_candidate_types: list[str] = []
+    #: the ICE pair aioice nominated: this side's local and the remote candidate type
+    selected_local_type: str | None = None
+    selected_remote_type: str | None = None
     #: rooms whose frames (tagged SDP, hello) reached this peer of another room
     foreign_rooms: list[str] = []
     hello_peer: str | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drift.report import charts
@@ -57,6 +58,57 @@ def latency_samples(records: Sequence[PeerRecord]) -> dict[str, list[float]]:
     return out
 
 
+#: candidate types of RFC 8445, in the order the report lists them
+CANDIDATE_TYPES: tuple[str, ...] = ("host", "srflx", "prflx", "relay")
+
+
+def pair_label(rnd: RoundRecord) -> str:
+    """``local/remote`` types of the selected candidate pair, as this side saw it."""
+    if rnd.selected_local_type is None:
+        return ""
+    return f"{rnd.selected_local_type}/{rnd.selected_remote_type}"
+
+
+def candidate_summary(verdict: Verdict) -> dict[str, Any]:
+    """Selected candidate pairs: per connected side, and rooms where both sides relayed."""
+    types = dict.fromkeys(CANDIDATE_TYPES, 0)
+    pairs: dict[str, int] = {}
+    unknown = 0
+    for rec in verdict.peers:
+        for rnd in rec.rounds:
+            if rnd.t_connected is None:
+                continue
+            if rnd.selected_local_type is None:
+                unknown += 1
+                continue
+            types[rnd.selected_local_type] = types.get(rnd.selected_local_type, 0) + 1
+            label = pair_label(rnd)
+            pairs[label] = pairs.get(label, 0) + 1
+    relayed = sum(
+        1
+        for room in verdict.rooms.values()
+        if len(room.members) == 2
+        and all(rnd.selected_local_type == "relay" for _, rnd in room.members)
+    )
+    return {
+        "local_types": types,
+        "pairs": dict(sorted(pairs.items())),
+        "unknown": unknown,
+        "relayed_rooms": relayed,
+    }
+
+
+def failure_examples(records: Sequence[PeerRecord]) -> dict[str, str]:
+    """The first detail seen for each failure kind: the reason, not just a count."""
+    found: dict[str, str] = {}
+    for rec in records:
+        kind, detail = rec.failure_kind, rec.failure_detail or ""
+        # prefer the side that saw the cause over one that names its partner's
+        if kind and (kind not in found or found[kind].startswith("partner saw:")):
+            found[kind] = detail
+    return dict(sorted(found.items()))
+
+
 def summarize_run(
     verdict: Verdict,
     *,
@@ -82,12 +134,15 @@ def summarize_run(
         "peers": len(records),
         "outcomes": {o.value: verdict.outcomes.get(o.value, 0) for o in Outcome},
         "failures": {k: v for k, v in sorted(verdict.failures.items())},
+        "failure_examples": failure_examples(records),
         "run_failures": list(verdict.run_failures),
         "rooms": len(verdict.rooms),
         "verified_pairs": verdict.verified_pairs,
         "next_pressed": sum(1 for r in records for rnd in r.rounds if rnd.pressed_next),
         "media_pairs": len(media_rooms),
         "media_pairs_verified": sum(1 for r in media_rooms if r.verified),
+        "ice_policy": settings.get("ice_policy", "all"),
+        "candidate_pairs": candidate_summary(verdict),
         "success_ratio": round(verdict.success_ratio(), 6),
         "latency_ms": {key: summarize(samples[key]) for key, _ in LATENCIES},
         "wall_s": round(wall_s, 3),
@@ -122,7 +177,19 @@ def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
         )
     if summary["next_pressed"]:
         outcomes.add_row("peers that pressed next", str(summary["next_pressed"]))
+    cands = summary["candidate_pairs"]
+    if cands["pairs"] or cands["unknown"]:
+        seen = ", ".join(f"{k} {v}" for k, v in cands["pairs"].items())
+        if cands["unknown"]:
+            seen += f"{', ' if seen else ''}unknown {cands['unknown']}"
+        outcomes.add_row("selected candidate pairs (local/remote)", seen)
+        outcomes.add_row(
+            f"pairs relayed on both sides (ICE policy {summary['ice_policy']})",
+            f"{cands['relayed_rooms']} / {summary['rooms']}",
+        )
     console.print(outcomes)
+    for kind, detail in summary.get("failure_examples", {}).items():
+        console.print(f"[red]{escape(kind)}[/], e.g.: {escape(detail)}", highlight=False)
 
     lat = Table(title="latency (ms)", header_style="bold")
     for col in ("", "count", "p50", "p95", "p99", "max"):
@@ -168,6 +235,7 @@ _CSV_COLUMNS = (
     "join_to_matched_ms", "matched_to_ice_connected_ms", "matched_to_verified_ms", "rtt_ms",
     "candidates_sent", "candidates_received", "media", "media_frames_sent", "media_frames_ok",
     "pressed_next", "ended_by", "local_failure", "local_detail",
+    "local_candidate_types", "selected_local_type", "selected_remote_type",
 )  # fmt: skip
 
 
@@ -184,7 +252,8 @@ def _round_row(rnd: RoundRecord | None) -> list[object]:
         r(_ms(rnd.t_matched, rnd.t_verified)), r(rnd.rtt_ms),
         rnd.candidates_sent, rnd.candidates_received, rnd.media, rnd.media_frames_sent,
         rnd.media_frames_ok, rnd.pressed_next, rnd.ended_by or "", rnd.failure or "",
-        rnd.detail or "",
+        rnd.detail or "", " ".join(rnd.local_candidate_types), rnd.selected_local_type or "",
+        rnd.selected_remote_type or "",
     ]  # fmt: skip
 
 
@@ -210,6 +279,9 @@ def write_junit_report(path: Path, summary: Mapping[str, Any], verdict: Verdict)
     for room in verdict.rooms.values():
         members = [rec for rec, _ in room.members]
         name = f"room {room.room_id}: " + " + ".join(m.peer_id or f"#{m.index}" for m in members)
+        labels = [pair_label(rnd) for _, rnd in room.members if pair_label(rnd)]
+        if labels:
+            name += f" [{', '.join(labels)}]"
         times = [
             rnd.t_end - rnd.t_matched for _, rnd in room.members if rnd.t_end and rnd.t_matched
         ]
@@ -333,6 +405,32 @@ def write_html(path: Path, summary: Mapping[str, Any], verdict: Verdict) -> None
             ),
         ),
     ]
+    cands = summary["candidate_pairs"]
+    if cands["pairs"] or cands["unknown"]:
+        rows: list[list[object]] = [[f"pairs {k}", v] for k, v in cands["pairs"].items()]
+        rows += [[f"local {k}", v] for k, v in cands["local_types"].items()]
+        rows += [["unknown pair", cands["unknown"]]] if cands["unknown"] else []
+        rows.append(
+            ["rooms relayed on both sides", f"{cands['relayed_rooms']} / {summary['rooms']}"]
+        )
+        per_room = [
+            [
+                room.room_id,
+                *(
+                    f"{rec.peer_id or rec.index}: {pair_label(rnd) or '-'}"
+                    for rec, rnd in room.members
+                ),
+            ]
+            for room in list(verdict.rooms.values())[:200]
+        ]
+        per_room = [row + [""] * (3 - len(row)) for row in per_room]
+        sections.append(
+            Section(
+                f"ICE candidate pairs (policy {summary['ice_policy']})",
+                table_html(["selected (local/remote)", "peers"], rows)
+                + table_html(["room (first 200)", "side", "side"], per_room),
+            )
+        )
     failing = [r for r in verdict.peers if r.outcome == Outcome.FAILED][:100]
     if failing:
         sections.append(

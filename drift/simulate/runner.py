@@ -48,11 +48,14 @@ class RunSpec:
     concurrency: int = 500
     real_interfaces: bool = False
     seed: int = 0
+    ice_policy: str = "all"
     #: monotonic start of the arrival schedule (shared by all workers)
     t0: float = 0.0
 
     def peer_options(self) -> PeerOptions:
-        return PeerOptions(trickle=self.trickle, timeout=self.timeout, hold=self.hold)
+        return PeerOptions(
+            trickle=self.trickle, timeout=self.timeout, hold=self.hold, ice_policy=self.ice_policy
+        )
 
     def next_selected(self, index: int) -> bool:
         if self.next_fraction <= 0:

@@ -27,8 +27,19 @@ _CAUSES = (
     Failure.SIGNALING_ERROR,
     Failure.SWAPPED_ROLES,
     Failure.CROSS_WIRED,
+    Failure.TURN_MISSING,
+    Failure.TURN_UNREACHABLE,
+    Failure.TURN_AUTH_REJECTED,
+    Failure.TURN_ALLOCATION_REFUSED,
     Failure.CANDIDATES_DROPPED,
     Failure.ICE_FAILED,
+)
+#: A relay-only peer that gathered no relay candidate: nothing after that could work.
+_TURN = (
+    Failure.TURN_MISSING,
+    Failure.TURN_UNREACHABLE,
+    Failure.TURN_AUTH_REJECTED,
+    Failure.TURN_ALLOCATION_REFUSED,
 )
 #: Kinds that only say "nothing came": explained by a cause seen elsewhere.
 _SYMPTOMS = (Failure.TIMEOUT, Failure.CANDIDATES_DROPPED, Failure.ONE_SIDED)
@@ -73,9 +84,17 @@ class Verdict:
 
 
 def classify(
-    records: Sequence[PeerRecord], *, trickle: bool = True, run_failures: Sequence[str] = ()
+    records: Sequence[PeerRecord],
+    *,
+    trickle: bool = True,
+    run_failures: Sequence[str] = (),
+    ice_policy: str = "all",
 ) -> Verdict:
-    """Fill ``outcome``/``failure_kind``/``failure_detail`` on every record."""
+    """Fill ``outcome``/``failure_kind``/``failure_detail`` on every record.
+
+    With ``ice_policy="relay"`` a side that connected on a pair whose local
+    candidate is not a relay one (or whose pair is unknown) is ``not-relayed``.
+    """
     rooms: dict[str, RoomView] = {}
     for rec in records:
         for rnd in rec.rounds:
@@ -97,7 +116,10 @@ def classify(
             for foreign in rnd.foreign_rooms:
                 leaked.setdefault(foreign, rnd.room_id or "?")
     for room in rooms.values():
-        kinds = [_judge_round(rec, rnd, room, trickle, first_partner) for rec, rnd in room.members]
+        kinds = [
+            _judge_round(rec, rnd, room, trickle, first_partner, ice_policy)
+            for rec, rnd in room.members
+        ]
         causes = [k for k in kinds if k[0] in _CAUSES]
         for (rec, _), kind in zip(room.members, kinds, strict=True):
             if kind[0] in _SYMPTOMS and room.room_id in leaked:
@@ -156,6 +178,7 @@ def _judge_round(
     room: RoomView,
     trickle: bool,
     first_partner: dict[str, str],
+    ice_policy: str = "all",
 ) -> tuple[str | None, str | None]:
     local = (rnd.failure, rnd.detail)
     if rnd.failure == Failure.SIGNALING_ERROR:
@@ -183,6 +206,8 @@ def _judge_round(
         )
     if rnd.media_frames_foreign and not rnd.media_frames_ok:
         return Failure.CROSS_WIRED.value, "video frames carried another peer's identity"
+    if rnd.failure in _TURN:
+        return local
     if (
         trickle
         and prnd.candidates_sent > 0
@@ -195,6 +220,14 @@ def _judge_round(
         )
     if rnd.failure == Failure.ICE_FAILED:
         return local
+    if ice_policy == "relay" and rnd.t_connected is not None and rnd.selected_local_type != "relay":
+        pair = f"{rnd.selected_local_type}/{rnd.selected_remote_type}"
+        return (
+            Failure.NOT_RELAYED.value,
+            f"relay-only, yet connected on a {pair} candidate pair"
+            if rnd.selected_local_type
+            else "relay-only, but the selected candidate pair is unknown",
+        )
     if rnd.media and rnd.rtt_ms is not None and rnd.hello_room == room.room_id and not rnd.verified:
         return (
             Failure.MEDIA_FAILED.value,
