@@ -20,6 +20,7 @@ from drift.errors import CheckFailed, ConfigError, DriftError, TargetUnreachable
 from drift.exitcodes import ExitCode
 from drift.lobby import Fault
 from drift.logs import setup_logging
+from drift.serveproc import ready_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -274,7 +275,7 @@ def serve(**options: Any) -> None:
     from drift.server import run_server
 
     def ready(url: str) -> None:
-        click.echo(f"drift serving on {url} (WebSocket {url.replace('http', 'ws', 1)}/ws)")
+        click.echo(ready_message(url))
         sys.stdout.flush()
 
     if config.workers > 1:

@@ -18,8 +18,7 @@ from types import FrameType
 
 from drift.config import ServerConfig
 from drift.errors import ConfigError
-
-_READY = "drift serving on "
+from drift.serveproc import READY_LINE
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -58,9 +57,10 @@ def run_workers(config: ServerConfig, argv: Sequence[str], ready: Callable[[str]
         for child in children:
             assert child.stdout is not None
             line = child.stdout.readline()
-            if not line.startswith(_READY):
+            found = READY_LINE.match(line)
+            if not found:
                 raise ConfigError("a worker failed to start; see its log above")
-            url = line[len(_READY) :].split()[0]
+            url = found["url"]
         ready(url)
         return _supervise(children)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from drift.serveproc import READY_LINE
 from tests.wsclient import TIMEOUT
 
 
@@ -31,7 +31,7 @@ async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = TI
             await asyncio.sleep(0.01)
 
 
-_READY = re.compile(r"drift serving on (http://\S+)")
+_READY = READY_LINE
 
 
 class DriftProcess:

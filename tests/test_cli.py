@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from drift.serveproc import READY_LINE
 from tests.wsclient import TIMEOUT
 
-URL_LINE = re.compile(rb"drift serving on (http://\S+)")
+URL_LINE = re.compile(READY_LINE.pattern.encode())
 
 
 async def start_serve(

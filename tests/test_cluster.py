@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from drift.serveproc import READY_LINE
 from drift.server import Server
 from tests.conftest import MakeServer
 from tests.redis_support import RedisProcess
@@ -21,7 +22,7 @@ from tests.wsclient import TIMEOUT, WsClient
 
 OFFER = {"type": "offer", "sdp": {"type": "offer", "sdp": "v=0 offer"}}
 ANSWER = {"type": "answer", "sdp": {"type": "answer", "sdp": "v=0 answer"}}
-URL_LINE = re.compile(rb"drift serving on (http://\S+)")
+URL_LINE = re.compile(READY_LINE.pattern.encode())
 
 
 def ws(server: Server | str) -> str:

@@ -1,36 +1,21 @@
-"""The reference server under test, in its own process (``python -m drift serve``).
+"""The reference server under test, in its own process (see :mod:`drift.serveproc`).
 
-A separate process, not an in-process server: the load generator must not share
-the server's CPU or event loop, and its RSS must be the server's alone. It is
-ready when it prints its URL (bound to port 0, read back), never after a sleep.
+Every locust user connects from 127.0.0.1, so the per-address cap is off; the
+per-connection rate limit stays on. Reports say so.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final
+from typing import Final
 
-from drift.errors import ConfigError, DriftError
+from drift.serveproc import ServeProcess
 
-_READY: Final = re.compile(r"drift serving on (?P<url>https?://\S+)")
-
-#: Always passed: every locust user connects from 127.0.0.1, so the per-address cap
-#: must be off; the per-connection rate limit stays on. Reports say so.
 BASE_ARGS: Final = ("--max-connections-per-ip", "0", "--log-format", "json")
 
 
-class ServerProcess:
+class ServerProcess(ServeProcess):
     def __init__(
         self,
         extra_args: Sequence[str],
@@ -40,117 +25,5 @@ class ServerProcess:
         ready_timeout: float = 30.0,
     ) -> None:
         # Scenario and user flags come last: for a repeated click option the last one wins.
-        self.args = [
-            "--host",
-            host,
-            "--port",
-            "0",
-            *BASE_ARGS,
-            "--log-level",
-            "warning",
-            *extra_args,
-        ]
-        self.log_path = log_path
-        self.ready_timeout = ready_timeout
-        self.url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._drain: threading.Thread | None = None
-
-    @property
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "drift", "serve", *self.args]
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def __enter__(self) -> ServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> str:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFT_")}
-        self._proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-        )
-        assert self._proc.stdout is not None
-        self.url = self._wait_ready(self._proc, self._proc.stdout)
-        self._drain = threading.Thread(
-            target=self._copy, args=(self._proc.stdout,), name="drift-server-stdout", daemon=True
-        )
-        self._drain.start()
-        return self.url
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes], out: IO[bytes]) -> str:
-        deadline = time.monotonic() + self.ready_timeout
-        buffered = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(out, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(out.fileno(), 4096)
-                if not chunk:  # stdout closed: the server exited
-                    break
-                buffered += chunk
-                assert self._log is not None
-                self._log.write(chunk)
-                if match := _READY.search(buffered.decode(errors="replace")):
-                    return match["url"]
-        self.stop()
-        code = proc.poll()
-        why = self._last_log_line() or "no output"
-        if code is None:
-            raise DriftError(f"the server did not print its URL within {self.ready_timeout:g} s")
-        # A bad --server-arg ends here with click's usage error: a usage problem.
-        raise ConfigError(f"the server exited with code {code} before serving: {why}")
-
-    def _last_log_line(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1][:300] if lines else ""
-
-    def _copy(self, out: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for chunk in iter(lambda: out.read1(65536), b""):  # type: ignore[attr-defined]
-                if self._log is not None:
-                    self._log.write(chunk)
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (the server drains), then SIGKILL after ``timeout``; the exit code."""
-        proc = self._proc
-        code: int | None = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            code = proc.returncode
-            if self._drain is not None:
-                self._drain.join(timeout=2)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        args = [*BASE_ARGS, "--log-level", "warning", *extra_args]
+        super().__init__(args, log_path, host=host, ready_timeout=ready_timeout)

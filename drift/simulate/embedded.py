@@ -9,19 +9,14 @@ timeout is off too, so the odd peer out can wait for as long as the run lasts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import re
-import signal
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Final
 
 from drift.errors import DriftError
+from drift.serveproc import ServeProcess
 
-_READY: Final = re.compile(r"drift serving on (http://\S+)")
 #: flags the report prints, so a reader knows what the target was
 SERVER_NOTE: Final = "embedded reference server, per-IP connection cap off, queue timeout off"
 
@@ -44,7 +39,7 @@ class EmbeddedServer:
         self.turn_secret = turn_secret
         self.turn_ttl = turn_ttl
         self.http_url = ""
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: ServeProcess | None = None
         self.pid = 0
 
     @property
@@ -52,10 +47,9 @@ class EmbeddedServer:
         return self.http_url.replace("http", "ws", 1) + "/ws"
 
     def argv(self) -> list[str]:
+        """The flags of ``drift serve`` (host and port are ServeProcess's)."""
         cap = str(max(10_000, self.peers * 2 + 16))
         argv = [
-            sys.executable, "-m", "drift", "serve",
-            "--host", "127.0.0.1", "--port", "0",
             "--max-connections-per-ip", "0",
             "--max-connections", cap, "--max-queue", cap,
             "--queue-timeout", "0",
@@ -70,37 +64,15 @@ class EmbeddedServer:
         return argv
 
     async def start(self, timeout: float = 30.0) -> str:
-        if self.log is not None:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-        # the server's log goes to a file next to the report (opened once, briefly)
-        stderr = open(self.log, "ab") if self.log else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("DRIFT_TURN_SECRET", None)
-        if self.turn_secret:
-            # through the environment, never argv, where any local user could read it with ps
-            env["DRIFT_TURN_SECRET"] = self.turn_secret
+        # Through the environment, never argv, where any local user could read it with ps.
+        env = {"DRIFT_TURN_SECRET": self.turn_secret} if self.turn_secret else {}
+        self.process = ServeProcess(self.argv(), self.log, env=env, ready_timeout=timeout)
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv(), stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
-            )
-        finally:
-            if not isinstance(stderr, int):
-                stderr.close()
+            self.http_url = await asyncio.to_thread(self.process.start)
+        except DriftError as exc:
+            raise DriftError(f"the embedded server did not start: {exc}") from None
         self.pid = self.process.pid
-        assert self.process.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    line = await self.process.stdout.readline()
-                    if not line:
-                        raise DriftError("the embedded server exited before it was ready")
-                    found = _READY.search(line.decode(errors="replace"))
-                    if found:
-                        self.http_url = found.group(1)
-                        return self.ws_url
-        except TimeoutError:
-            await self.stop()
-            raise DriftError(f"the embedded server was not ready within {timeout:g} s") from None
+        return self.ws_url
 
     def stats(self) -> dict[str, object]:
         with urllib.request.urlopen(self.http_url + "/stats", timeout=5) as resp:
@@ -131,14 +103,5 @@ class EmbeddedServer:
         return 0
 
     async def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if self.process is not None:
+            await asyncio.to_thread(self.process.stop)
