@@ -76,7 +76,7 @@ class LobbyConfig:
     faults: frozenset[Fault] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     peer: str
     data: bytes | str
@@ -194,6 +194,9 @@ class Counters:
     closes: dict[int, int] = field(default_factory=dict)
 
 
+# A tuple, not ``p.Offer | p.Answer | ...``: isinstance on a tuple builds nothing
+# per call, and this check runs for every frame.
+_RELAYED: Final = (p.Offer, p.Answer, p.IceCandidate)
 _WAITING: Final = p.encode(p.Waiting())
 _PARTNER_LEFT: Final = {
     r: p.encode(p.PartnerLeft(reason=r)) for r in ("left", "next", "disconnected", "timeout")
@@ -296,7 +299,7 @@ class Lobby:
         kind = msg.type_name
         messages = self.counters.messages
         messages[kind] = messages.get(kind, 0) + 1
-        if isinstance(msg, p.Offer | p.Answer | p.IceCandidate):
+        if isinstance(msg, _RELAYED):
             self._relay(peer, msg, frame, out)
         elif isinstance(msg, p.Join):
             if peer.state is State.IDLE:

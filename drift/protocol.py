@@ -139,6 +139,9 @@ _server_decoder: Final[msgspec.json.Decoder[ServerMessage]] = msgspec.json.Decod
 _encoder: Final = msgspec.json.Encoder()
 
 
+_WITH_SDP: Final = (Offer, Answer)
+
+
 class DecodeError(Struct, frozen=True):
     """Why a frame was refused: the code of the ``error`` frame and a human message."""
 
@@ -160,7 +163,7 @@ def decode(frame: str | bytes) -> ClientMessage | DecodeError:
         # bytes that are not UTF-8, and nesting beyond the C stack's depth is a
         # RecursionError even in a field that would be ignored.
         return _classify(frame, exc)
-    if isinstance(msg, Offer | Answer) and msg.sdp.type != msg.type_name:
+    if isinstance(msg, _WITH_SDP) and msg.sdp.type != msg.type_name:
         return DecodeError(
             ErrorCode.INVALID_MESSAGE,
             f"sdp.type must be {msg.type_name!r} in a {msg.type_name!r} frame",

@@ -26,7 +26,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 from drift import lobby as core
 from drift.cluster import ClusterLobby
 from drift.config import ServerConfig
-from drift.lobby import Fault, Lobby
+from drift.lobby import Close, Event, Fault, Lobby, Send
 from drift.logs import get_logger
 from drift.metrics import Metrics, rss_bytes
 from drift.protocol import MAX_FRAME_BYTES, CloseCode
@@ -88,6 +88,7 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._now_fn: Callable[[], float] = time.monotonic
         self._tick_at: float | None = None
         self._started = time.monotonic()
         self._static = data_dir("static")
@@ -116,6 +117,8 @@ class Server:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> str:
+        # The loop's clock, bound once: the core's `now` for frames and ticks alike.
+        self._now_fn = asyncio.get_running_loop().time
         if self.backend is not None:
             await self.backend.start()
         self._runner = web.AppRunner(
@@ -224,12 +227,12 @@ class Server:
     # ------------------------------------------------------------ core glue
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._now_fn()
 
     async def _apply(self, effects: Iterable[core.Effect]) -> None:
         only_sends = True
         for effect in effects:
-            if isinstance(effect, core.Send):
+            if isinstance(effect, Send):
                 ws = self._sockets.get(effect.peer)
                 if ws is None or ws.closed:
                     continue
@@ -253,12 +256,12 @@ class Server:
                         await ws.send_frame(data, WSMsgType.TEXT)
                 except _RESET_ERRORS:
                     continue  # the receiver is going away; its own handler cleans up
-            elif isinstance(effect, core.Close):
+            elif isinstance(effect, Close):
                 only_sends = False
                 ws = self._sockets.get(effect.peer)
                 if ws is not None and not ws.closed:
                     await ws.close(code=effect.code, message=effect.reason.encode())
-            elif isinstance(effect, core.Event):
+            elif isinstance(effect, Event):
                 only_sends = False
                 self._observe(effect)
             elif self.backend is not None:
@@ -397,14 +400,16 @@ class Server:
         if request.transport is not None:
             self._transports[peer_id] = request.transport
         ice = self._ice(peer_id, time.time())
+        # Bound once: this loop runs for every frame of every peer.
+        now, receive, apply, text = self._now_fn, lobby.receive, self._apply, WSMsgType.TEXT
         try:
-            await self._apply(lobby.connect(peer_id, self._now(), self._client_addr(request), ice))
+            await apply(lobby.connect(peer_id, now(), self._client_addr(request), ice))
             while not ws.closed:
                 msg = await ws.receive()
-                if msg.type is WSMsgType.TEXT:
-                    effects = lobby.receive(peer_id, msg.data, self._now())
+                if msg.type is text:
+                    effects = receive(peer_id, msg.data, now())
                 elif msg.type is WSMsgType.BINARY:
-                    effects = lobby.receive_binary(peer_id, self._now())
+                    effects = lobby.receive_binary(peer_id, now())
                 elif msg.type is WSMsgType.ERROR:
                     # aiohttp has already closed with the error's code (1009 too
                     # big, 1007 bad UTF-8); ws.close_code then holds the code of
@@ -415,7 +420,7 @@ class Server:
                     break
                 else:
                     break
-                await self._apply(effects)
+                await apply(effects)
         except Exception:
             # A bug, never bad input (that is an error frame): say so with the
             # close code PROTOCOL.md reserves for it, then clean up as usual.
