@@ -36,7 +36,7 @@ from rich.console import Console
 
 from benchmarks.bare_loop import bare_loop
 from drift.report.paths import run_dir
-from drift.simulate.command import Settings, simulate_run
+from drift.simulate.command import Settings, auto_procs, simulate_run
 
 T = TypeVar("T")
 
@@ -56,7 +56,10 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 def simulate_once(peers: int, folder: Path) -> tuple[float, dict[str, Any]]:
-    settings = Settings(peers=peers, media_fraction=0.0, live=False, report_dir=folder)
+    # The command's own default for --procs, as `drift simulate --peers N` runs it.
+    settings = Settings(
+        peers=peers, media_fraction=0.0, live=False, report_dir=folder, procs=auto_procs(peers)
+    )
     started = time.perf_counter()
     result = _run(lambda: simulate_run(settings, Console(quiet=True)))
     wall = time.perf_counter() - started

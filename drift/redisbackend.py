@@ -240,13 +240,16 @@ class RedisBackend:
             await asyncio.wait_for(self._drain(), 2.0)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(self._pre + "node:" + self.node)
-            await self.redis.srem(self._pre + "nodes", self.node)
-        await self.redis.aclose()
+        # Every step is bounded: a Redis that stopped answering must not keep a
+        # draining server from exiting.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.redis.delete(self._pre + "node:" + self.node)
+                await self.redis.srem(self._pre + "nodes", self.node)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), 1.0)
 
     async def _drain(self) -> None:
         await self._ops.join()
@@ -329,8 +332,8 @@ class RedisBackend:
             except (RedisError, OSError) as exc:
                 self._down(exc)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             # Reconnect with a capped backoff; waiting here is the point.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from drift.simulate.embedded import SERVER_NOTE, EmbeddedServer
 from drift.simulate.report import print_summary, summarize_run, write_reports
 from drift.simulate.runner import Coordinator, RunSpec, tune_gc
 from drift.simulate.verify import classify
-from drift.simulate.workers import run_in_process, run_in_workers
+from drift.simulate.workers import prestart, run_in_process, run_in_workers
 from drift.turn_probe import pick_turn_target
 
 
@@ -132,8 +133,23 @@ class LiveView:
         self.live.update(Group(table, bar))
 
 
+#: One process runs ~250 pairs in a couple of seconds on one core; below a few
+#: hundred peers a second process costs more to start than it saves.
+AUTO_PROCS_FROM = 200
+AUTO_PROCS_MAX = 4
+
+
+def auto_procs(peers: int) -> int:
+    """The default --procs: every core for a large run (measured: docs/performance.md)."""
+    if peers < AUTO_PROCS_FROM:
+        return 1
+    return max(1, min(os.cpu_count() or 1, AUTO_PROCS_MAX, peers // 100))
+
+
 async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
     """The whole run: target up, peers, verdict, reports. Raises TargetUnreachable."""
+    if settings.procs > 1:
+        prestart()
     server: EmbeddedServer | None = None
     folder = settings.report_dir or run_dir("simulate")
     try:
@@ -282,8 +298,9 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--procs",
     type=click.IntRange(1, 64),
-    default=1,
-    help="Worker processes to spread the peers over.",
+    default=None,
+    help="Worker processes to spread the peers over [default: one per core (at most "
+    f"{AUTO_PROCS_MAX}) from {AUTO_PROCS_FROM} peers on, else 1].",
     **_env("PROCS"),
 )
 @click.option(
@@ -369,7 +386,7 @@ def simulate(
     timeout: float,
     trickle: bool,
     media_fraction: float,
-    procs: int,
+    procs: int | None,
     concurrency: int,
     min_success: float | None,
     real_interfaces: bool,
@@ -392,6 +409,8 @@ def simulate(
             raise ConfigError(f"--url must be a ws:// or wss:// URL, got {url!r}")
     if urls and server_faults:
         raise ConfigError("--server-fault applies to the embedded server only (no --url)")
+    if procs is None:
+        procs = auto_procs(peers)
     if procs > peers:
         raise ConfigError(f"--procs {procs} is more than --peers {peers}")
     if urls and (turn_urls or turn_ttl is not None):

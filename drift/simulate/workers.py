@@ -2,7 +2,8 @@
 
 Peer ``i`` runs in worker ``i % K``; pairs are still formed by the server, so a
 room often spans two processes. Workers are started with multiprocessing's
-``spawn`` (no inherited event loop or sockets), report :class:`Snapshot` counts
+``forkserver`` (a clean process that imported aiortc once, so no inherited
+event loop or sockets, and no import per worker), report :class:`Snapshot` counts
 over a pipe every tick and get release orders back from the one
 :class:`Coordinator` here. With K = 1 the same runner runs in this process,
 which saves a process start and an aiortc import.
@@ -14,6 +15,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import time
 from collections.abc import Callable
@@ -115,8 +118,28 @@ def _worker_main(
     conn.close()
 
 
+#: What every worker needs; the fork server imports it once, each fork inherits it.
+_PRELOAD = ["drift.simulate.workers", "drift.simulate.peer", "drift.cli"]
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def prestart() -> None:
+    """Start the fork server now, so its imports (~1 s) overlap the target's start-up.
+
+    Workers are forked from it, not spawned: a spawned worker would pay for
+    importing aiortc itself, after the run has started.
+    """
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
 async def run_in_workers(spec: RunSpec, procs: int, on_tick: OnTick) -> Merged:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     coordinator = Coordinator(procs)
     loop = asyncio.get_running_loop()
     results: dict[int, tuple[int, list[PeerRecord]]] = {}
