@@ -16,7 +16,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -229,33 +229,41 @@ class Server:
     def _now(self) -> float:
         return self._now_fn()
 
+    def _send(self, effect: Send) -> Coroutine[Any, Any, None] | None:
+        """The one way a frame goes out: the write to await, or None when there is none.
+
+        A gone socket is skipped; a peer that stopped reading is cut off, since
+        waiting for it would stall the sender (or the ticker, or the Redis
+        worker) behind one dead peer.
+        """
+        ws = self._sockets.get(effect.peer)
+        if ws is None or ws.closed:
+            return None
+        transport = self._transports.get(effect.peer)
+        if (
+            transport is not None
+            and self._max_pending
+            and transport.get_write_buffer_size() > self._max_pending
+        ):
+            log.warning("peer_stalled", extra={"fields": {"peerId": effect.peer}})
+            self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
+            transport.abort()
+            return None
+        data = effect.data
+        if isinstance(data, str):
+            return ws.send_str(data)
+        return ws.send_frame(data, WSMsgType.TEXT)
+
     async def _apply(self, effects: Iterable[core.Effect]) -> None:
         only_sends = True
         for effect in effects:
             if isinstance(effect, Send):
-                ws = self._sockets.get(effect.peer)
-                if ws is None or ws.closed:
-                    continue
-                transport = self._transports.get(effect.peer)
-                if (
-                    transport is not None
-                    and self._max_pending
-                    and transport.get_write_buffer_size() > self._max_pending
-                ):
-                    # It stopped reading. Waiting for it would stall the sender
-                    # (or the ticker, or the Redis worker) behind one dead peer.
-                    log.warning("peer_stalled", extra={"fields": {"peerId": effect.peer}})
-                    self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
-                    transport.abort()
-                    continue
-                data = effect.data
-                try:
-                    if isinstance(data, str):
-                        await ws.send_str(data)
-                    else:
-                        await ws.send_frame(data, WSMsgType.TEXT)
-                except _RESET_ERRORS:
-                    continue  # the receiver is going away; its own handler cleans up
+                sending = self._send(effect)
+                if sending is not None:
+                    try:
+                        await sending
+                    except _RESET_ERRORS:
+                        continue  # the receiver is going away; its own handler cleans up
             elif isinstance(effect, Close):
                 only_sends = False
                 ws = self._sockets.get(effect.peer)
@@ -401,7 +409,8 @@ class Server:
             self._transports[peer_id] = request.transport
         ice = self._ice(peer_id, time.time())
         # Bound once: this loop runs for every frame of every peer.
-        now, receive, apply, text = self._now_fn, lobby.receive, self._apply, WSMsgType.TEXT
+        now, receive, apply, send = self._now_fn, lobby.receive, self._apply, self._send
+        text = WSMsgType.TEXT
         try:
             await apply(lobby.connect(peer_id, now(), self._client_addr(request), ice))
             while not ws.closed:
@@ -420,6 +429,14 @@ class Server:
                     break
                 else:
                     break
+                if len(effects) == 1 and type(effects[0]) is Send:
+                    # A relay (or a lone error frame): the hot path, without the
+                    # coroutine of _apply around the one write.
+                    sending = send(effects[0])
+                    if sending is not None:
+                        with contextlib.suppress(*_RESET_ERRORS):
+                            await sending
+                    continue
                 await apply(effects)
         except Exception:
             # A bug, never bad input (that is an error frame): say so with the

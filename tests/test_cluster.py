@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -14,15 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from drift.serveproc import READY_LINE
 from drift.server import Server
 from tests.conftest import MakeServer
+from tests.driftproc import DriftProcess
 from tests.redis_support import RedisProcess
 from tests.wsclient import TIMEOUT, WsClient
 
 OFFER = {"type": "offer", "sdp": {"type": "offer", "sdp": "v=0 offer"}}
 ANSWER = {"type": "answer", "sdp": {"type": "answer", "sdp": "v=0 answer"}}
-URL_LINE = re.compile(READY_LINE.pattern.encode())
 
 
 def ws(server: Server | str) -> str:
@@ -174,41 +172,20 @@ async def test_relays_never_cross_rooms_between_nodes(nodes: tuple[Server, Serve
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
+async def procs() -> AsyncIterator[list[DriftProcess]]:
+    started: list[DriftProcess] = []
     yield started
     for proc in started:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await proc.kill()
 
 
-async def spawn_node(redis_url: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "drift",
-        "serve",
-        "--port",
-        "0",
-        "--redis",
-        redis_url,
-        "--node-ttl",
-        "1",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT * 2)
-    match = URL_LINE.search(line)
-    assert match, line
-    return proc, match.group(1).decode()
+async def spawn_node(redis_url: str, *args: str) -> tuple[DriftProcess, str]:
+    proc = await DriftProcess.start("--redis", redis_url, "--node-ttl", "1", *args)
+    return proc, proc.url
 
 
 async def test_kill_9_of_a_node_notifies_partners_and_empties_its_queue_entries(
-    make_server: MakeServer, redis_url: str, procs: list[asyncio.subprocess.Process]
+    make_server: MakeServer, redis_url: str, procs: list[DriftProcess]
 ) -> None:
     a = await make_server(redis_url=redis_url, node_id="A", node_ttl=1.0)
     proc, b_url = await spawn_node(redis_url, "--node-id", "B")
@@ -223,8 +200,8 @@ async def test_kill_9_of_a_node_notifies_partners_and_empties_its_queue_entries(
     await until(lambda: _cluster(a, queue=1, nodes=2))
 
     started = asyncio.get_running_loop().time()
-    proc.send_signal(signal.SIGKILL)
-    await proc.wait()
+    proc.signal(signal.SIGKILL)
+    await proc.wait(TIMEOUT)
     left = await survivor.expect("partner-left", within=10.0)
     assert left["reason"] == "disconnected"
     assert asyncio.get_running_loop().time() - started <= 10.0
@@ -282,7 +259,7 @@ async def test_redis_loss_keeps_connections_refuses_joins_and_recovers(
 
 
 async def test_workers_share_one_port_and_one_queue(
-    redis_url: str, procs: list[asyncio.subprocess.Process]
+    redis_url: str, procs: list[DriftProcess]
 ) -> None:
     proc, url = await spawn_node(redis_url, "--workers", "2")
     procs.append(proc)
@@ -302,8 +279,8 @@ async def test_workers_share_one_port_and_one_queue(
     await until(two_nodes)
     for client in clients:
         await client.close()
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), TIMEOUT * 3) == 0
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait(TIMEOUT * 3) == 0
 
 
 async def test_simulate_verifies_every_pair_across_two_nodes(
