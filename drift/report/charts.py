@@ -15,7 +15,7 @@ left to draw says "no data" instead of raising.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from html import escape
 
@@ -298,6 +298,29 @@ def _clean_points(points: Sequence[tuple[float, float]]) -> list[Point]:
     return sorted((float(x), float(y)) for x, y in points if _finite(x) and _finite(y))
 
 
+def _start(
+    kind: str,
+    title: str,
+    clean: Mapping[str, Sized],
+    x_label: str,
+    y_label: str,
+    width: int,
+    height: int,
+) -> tuple[_Svg, list[str], _Legend | None]:
+    """The part every multi-series chart shares: the frame, its description and the legend."""
+    svg = _Svg(
+        title,
+        width,
+        height,
+        _describe(kind, x_label, y_label, {k: len(v) for k, v in clean.items()}),
+    )
+    names = list(clean)
+    legend = _legend(names, [not clean[n] for n in names], width) if names else None
+    if legend:
+        svg.legend(legend)
+    return svg, names, legend
+
+
 def _describe(kind: str, x_label: str, y_label: str, counts: Mapping[str, int]) -> str:
     parts = ", ".join(f"{name} ({n} points)" for name, n in counts.items())
     return f"{kind} of {y_label} against {x_label}: {parts or 'no series'}."
@@ -317,16 +340,7 @@ def line_chart(
 ) -> str:
     """One line per series; points are sorted by x. The y axis starts at 0 for non-negative data."""
     clean = {name: _clean_points(points) for name, points in series.items()}
-    svg = _Svg(
-        title,
-        width,
-        height,
-        _describe("Line chart", x_label, y_label, {k: len(v) for k, v in clean.items()}),
-    )
-    names = list(clean)
-    legend = _legend(names, [not clean[n] for n in names], width) if names else None
-    if legend:
-        svg.legend(legend)
+    svg, names, legend = _start("Line chart", title, clean, x_label, y_label, width, height)
     xs = [x for pts in clean.values() for x, _ in pts]
     ys = [y for pts in clean.values() for _, y in pts]
     if not xs:
@@ -374,16 +388,7 @@ def stacked_area_chart(
     Negative values cannot stack meaningfully and are drawn as 0.
     """
     clean = {name: _clean_points(points) for name, points in series.items()}
-    svg = _Svg(
-        title,
-        width,
-        height,
-        _describe("Stacked area chart", x_label, y_label, {k: len(v) for k, v in clean.items()}),
-    )
-    names = list(clean)
-    legend = _legend(names, [not clean[n] for n in names], width) if names else None
-    if legend:
-        svg.legend(legend)
+    svg, names, legend = _start("Stacked area chart", title, clean, x_label, y_label, width, height)
     xs = sorted({x for pts in clean.values() for x, _ in pts})
     if not xs:
         return _no_data(svg, legend, x_label, y_label)
@@ -484,18 +489,9 @@ def cdf_chart(
     clean = {
         name: sorted(float(v) for v in values if _finite(v)) for name, values in series.items()
     }
-    svg = _Svg(
-        title,
-        width,
-        height,
-        _describe(
-            "Cumulative distribution", x_label, y_label, {k: len(v) for k, v in clean.items()}
-        ),
+    svg, names, legend = _start(
+        "Cumulative distribution", title, clean, x_label, y_label, width, height
     )
-    names = list(clean)
-    legend = _legend(names, [not clean[n] for n in names], width) if names else None
-    if legend:
-        svg.legend(legend)
     xs = [v for vs in clean.values() for v in vs]
     if not xs:
         return _no_data(svg, legend, x_label, y_label)
