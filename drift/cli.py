@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 import click
 
 from drift import __version__
-from drift.config import DEFAULTS, ServerConfig
+from drift.core.lobby import Fault
 from drift.errors import CheckFailed, ConfigError, DriftError, TargetUnreachable
 from drift.exitcodes import ExitCode
-from drift.lobby import Fault
-from drift.logs import setup_logging
-from drift.serveproc import ready_message
+from drift.harness.serve import ready_message
+from drift.serve.config import DEFAULTS, ServerConfig
+from drift.serve.logs import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "drift.simulate.command:simulate",
     "loadtest": "drift.loadtest.command:loadtest",
     "fuzz": "drift.fuzz.command:fuzz",
-    "turn-check": "drift.turncheck:turn_check",
+    "turn-check": "drift.turn.command:turn_check",
     "bench": "drift.bench.command:bench",
 }
 
@@ -272,14 +272,14 @@ def serve(**options: Any) -> None:
     """Run the reference signaling server and the browser client."""
     config = _server_config(options)
     setup_logging(config.log_level, config.log_format)
-    from drift.server import run_server
+    from drift.serve.server import run_server
 
     def ready(url: str) -> None:
         click.echo(ready_message(url))
         sys.stdout.flush()
 
     if config.workers > 1:
-        from drift.workers import run_workers
+        from drift.serve.workers import run_workers
 
         argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         sys.exit(run_workers(config, argv, ready))

@@ -1,4 +1,4 @@
-"""Locust users that speak the drift signaling protocol (PROTOCOL.md) over WebSockets.
+"""Locust users that speak the drift signaling protocol (docs/protocol.md) over WebSockets.
 
 Runs on its own::
 
@@ -20,7 +20,7 @@ by code. Abusive users (``abuse_share``) report under the ``abuse`` type as
 successes: their errors are the expected outcome.
 
 This file runs on gevent: it imports only drift modules that do not import
-asyncio (``drift.protocol`` is msgspec only, ``drift.loadtest.scenario`` is
+asyncio (``drift.core.protocol`` is msgspec only, ``drift.loadtest.scenario`` is
 tomllib + msgspec).
 """
 
@@ -43,7 +43,7 @@ from locust import LoadTestShape, User, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from drift import protocol as p
+from drift.core import protocol as p
 from drift.loadtest.scenario import Scenario, load_scenario
 
 SCENARIO: Final[Scenario] = load_scenario(os.environ.get("DRIFT_SCENARIO", "smoke"))
@@ -187,7 +187,7 @@ class Connection:
         ws = websocket.create_connection(
             url,
             timeout=timeout,
-            suppress_origin=True,  # a non-browser client sends no Origin (PROTOCOL.md)
+            suppress_origin=True,  # a non-browser client sends no Origin (docs/protocol.md)
             enable_multithread=False,
             skip_utf8_validation=True,  # pure-Python validation would dominate the client CPU
         )
@@ -520,7 +520,7 @@ class SignalingUser(User):
         return False
 
 
-#: Frames of an abusive client: each breaks a different rule of PROTOCOL.md.
+#: Frames of an abusive client: each breaks a different rule of docs/protocol.md.
 _JUNK: Final[tuple[tuple[bytes, bool], ...]] = (
     (b"{not json", False),
     (b"[1, 2, 3]", False),

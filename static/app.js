@@ -1,5 +1,5 @@
 // drift browser client: wires the signaling socket, the camera and one Call
-// at a time to the page. Protocol: PROTOCOL.md (version 1).
+// at a time to the page. Protocol: docs/protocol.md (version 1).
 //
 // Query parameters (for tests and debugging, all optional):
 //   iceTimeout=<seconds>  ICE connection timeout before the one restart (default 15)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from drift.config import ServerConfig
-from drift.server import Server
-from tests.redis_support import RedisProcess
+from drift.serve.config import ServerConfig
+from drift.serve.server import Server
+from tests.support.redis import RedisProcess
 
 MakeServer = Callable[..., Awaitable[Server]]
 

@@ -1,7 +1,7 @@
-"""``drift bench``: run every benchmark of ``benchmarks/``, write JSON and the docs table.
+"""``drift bench``: run every benchmark of ``drift/bench/suites/``, write JSON and the docs table.
 
 The benchmarks live in the repository (they are code to read, not part of the
-installed package), so this command needs a clone: it finds ``benchmarks/``
+installed package), so this command needs a clone: it finds ``drift/bench/suites/``
 next to the ``drift`` package of an editable install, or in the current folder.
 """
 
@@ -35,12 +35,12 @@ CHOICES = (*NAMES, "profile", "load")
 
 
 def find_repo() -> Path:
-    """The clone whose ``benchmarks/run_all.py`` this command runs."""
+    """The clone whose ``drift/bench/suites/run_all.py`` this command runs."""
     for candidate in (Path(drift.__file__).resolve().parents[1], Path.cwd()):
         if (candidate / "benchmarks" / "run_all.py").is_file():
             return candidate
     raise ConfigError(
-        "drift bench runs the benchmarks/ folder of a clone of the repository; "
+        "drift bench runs the drift/bench/suites/ folder of a clone of the repository; "
         "none next to the drift package or in the current folder"
     )
 
@@ -48,7 +48,7 @@ def find_repo() -> Path:
 def _run_all_module(repo: Path) -> Any:
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
-    return importlib.import_module("benchmarks.run_all")
+    return importlib.import_module("drift.bench.suites.run_all")
 
 
 @click.command()

@@ -39,7 +39,7 @@ from typing import Any, Final
 import aiohttp
 import psutil
 
-from drift import protocol as p
+from drift.core import protocol as p
 from drift.report.stats import summarize
 
 #: Filler so each offer/answer frame is ~1 KB on the wire, like a small real SDP.

@@ -25,7 +25,7 @@ from typing import Any, Final, Self
 
 from drift.errors import DriftError
 
-# Matches drift's own line (drift.serveproc.READY_LINE) and the baseline
+# Matches drift's own line (drift.harness.serve.READY_LINE) and the baseline
 # servers' "bare serving on ..." alike.
 _READY: Final = re.compile(r"serving on (?P<url>http://\S+)")
 #: The flags of every drift server under test, also printed in the report: every

@@ -1,6 +1,6 @@
 """What a benchmark module gets: sizes for this run, a run folder, progress, its baselines.
 
-A benchmark in ``benchmarks/`` is a module with ``run(bench: Bench) -> Outcome``.
+A benchmark in ``drift/bench/suites/`` is a module with ``run(bench: Bench) -> Outcome``.
 It reads its sizes from :attr:`Bench.sizes` (``--quick`` shrinks them all),
 announces each step with :meth:`Bench.step` (one rich progress bar for the whole
 run), keeps server logs under :attr:`Bench.log_dir` and returns rows for the

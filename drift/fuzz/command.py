@@ -258,8 +258,8 @@ async def _reachable(cfg: FuzzConfig) -> None:
 
 async def _run_embedded(cfg: FuzzConfig, advance: Any, interval: float | None) -> FuzzReport:
     """Mutations against a server without a rate limit, then bursts against one with it."""
-    from drift.config import ServerConfig
-    from drift.server import Server
+    from drift.serve.config import ServerConfig
+    from drift.serve.server import Server
 
     quiet = ServerConfig(port=0, rate_limit=0, max_connections_per_ip=0, log_level="warning")
     limited = ServerConfig(port=0, max_connections_per_ip=0, log_level="warning")
@@ -305,7 +305,7 @@ def _summary(console: Console, report: FuzzReport, *, embedded: bool) -> None:
     table.add_column("value")
     table.add_row("seed", str(report.seed))
     if embedded:
-        # DESIGN.md: runs that open many connections from one address say so.
+        # Runs that open many connections from one address say so (docs/operations.md).
         table.add_row(
             "servers",
             "127.0.0.1, per-IP cap off; rate limit off (mutations), default (bursts)",

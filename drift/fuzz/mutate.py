@@ -1,4 +1,4 @@
-"""Fuzz frames, each built together with the answer PROTOCOL.md (or RFC 6455) prescribes.
+"""Fuzz frames, each built together with the answer docs/protocol.md (or RFC 6455) prescribes.
 
 Every frame is sent by a connection that never joined, so it is *idle*: a valid
 ``next``/``leave``/``offer``/``answer``/``ice-candidate`` gets
@@ -8,7 +8,7 @@ one of :attr:`FuzzFrame.error_codes`, or a close with one of
 :attr:`FuzzFrame.close_codes` — and no frame may go unanswered. ``join`` is the
 one frame that would change state, so the generator never sends one.
 
-Valid frames are encoded with :mod:`drift.protocol`, the one definition of
+Valid frames are encoded with :mod:`drift.core.protocol`, the one definition of
 their shape. Everything is drawn from one :class:`random.Random`, so a seed
 replays a run exactly.
 """
@@ -24,9 +24,9 @@ from typing import Any, Final
 
 from msgspec import UNSET
 
-from drift import protocol as p
+from drift.core import protocol as p
+from drift.core.protocol import MAX_FRAME_BYTES, CloseCode, ErrorCode
 from drift.fuzz.rawws import BINARY, CLOSE, CONTINUATION, PING, TEXT
-from drift.protocol import MAX_FRAME_BYTES, CloseCode, ErrorCode
 
 #: What an idle connection may be told about any frame it sends.
 CLIENT_ERRORS: Final = frozenset(
@@ -38,7 +38,7 @@ CLIENT_ERRORS: Final = frozenset(
     }
 )
 #: Closes RFC 6455 requires of any WebSocket server (not a drift rule, so not in
-#: PROTOCOL.md's table): 1002 protocol error, 1007 invalid UTF-8 in a text message.
+#: docs/protocol.md's table): 1002 protocol error, 1007 invalid UTF-8 in a text message.
 PROTOCOL_ERROR: Final = 1002
 INVALID_TEXT: Final = 1007
 TOO_BIG: Final = int(CloseCode.MESSAGE_TOO_BIG)

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from drift import protocol as p
+from drift.core import protocol as p
 from drift.fuzz.mutate import FrameSource, FuzzFrame
 from drift.fuzz.rawws import HandshakeFailed, Incoming, RawWebSocket
 

@@ -1,6 +1,6 @@
 """locust, headless, as subprocesses: one local process, or a master and N workers.
 
-locust runs on gevent and is never imported here (DESIGN.md); this module only
+locust runs on gevent and is never imported here (asyncio and gevent do not mix); this module only
 builds command lines and watches processes. The master (or the single process)
 writes locust's CSV and HTML and, through the locustfile, every raw sample.
 """

@@ -16,8 +16,8 @@ from typing import Final
 
 import msgspec
 
+from drift.core.protocol import ErrorCode
 from drift.errors import ConfigError
-from drift.protocol import ErrorCode
 from drift.resources import data_dir
 
 __all__ = ["Scenario", "Stage", "Thresholds", "available", "load_scenario", "resolve"]

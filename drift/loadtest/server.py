@@ -1,4 +1,4 @@
-"""The reference server under test, in its own process (see :mod:`drift.serveproc`).
+"""The reference server under test, in its own process (see :mod:`drift.harness.serve`).
 
 Every locust user connects from 127.0.0.1, so the per-address cap is off; the
 per-connection rate limit stays on. Reports say so.
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from drift.serveproc import ServeProcess
+from drift.harness.serve import ServeProcess
 
 BASE_ARGS: Final = ("--max-connections-per-ip", "0", "--log-format", "json")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from drift.errors import DriftError
-from drift.serveproc import ServeProcess
+from drift.harness.serve import ServeProcess
 
 #: flags the report prints, so a reader knows what the target was
 SERVER_NOTE: Final = "embedded reference server, per-IP connection cap off, queue timeout off"

@@ -36,12 +36,12 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
-from drift import protocol as p
-from drift.client import ClientState, ConnectionClosed, ProtocolViolation, SignalingClient
+from drift.client.signaling import ClientState, ConnectionClosed, ProtocolViolation, SignalingClient
+from drift.core import protocol as p
+from drift.turn.probe import allocate_once, pick_turn_target
 from drift.simulate.loopback import configure_interfaces
 from drift.simulate.media import FrameCounter, IdentityTrack, identity_code
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
-from drift.turn_probe import allocate_once, pick_turn_target
 
 #: Media pairs count as verified after this many frames carrying the partner's identity.
 MEDIA_MIN_FRAMES: Final = 5
@@ -440,7 +440,7 @@ class _Call:
         """setLocalDescription (which gathers) under a timeout; False when the round failed.
 
         aiortc hides TURN failures: a refused allocation just leaves no relay
-        candidate. A relay-only peer without one asks :mod:`drift.turn_probe`
+        candidate. A relay-only peer without one asks :mod:`drift.turn.probe`
         (the same allocation, done by hand) why, and fails with that kind.
         """
         try:

@@ -11,20 +11,20 @@ import enum
 
 from msgspec import Struct
 
-from drift.turn_probe import TurnProblem
+from drift.turn.probe import TurnProblem
 
 
 class Failure(enum.StrEnum):
     """Failure kinds, each named in the report; the order is the precedence."""
 
     UNREACHABLE = "unreachable"  # the WebSocket could not be opened
-    SIGNALING_ERROR = "signaling-error"  # the server broke PROTOCOL.md (bad frame, wrong state)
+    SIGNALING_ERROR = "signaling-error"  # the server broke docs/protocol.md (bad frame, wrong state)
     SWAPPED_ROLES = (
         "swapped-roles"  # waited peer told offerer, newcomer told answerer, or both same
     )
     CROSS_WIRED = "cross-wired"  # frames or identity from a peer outside this room
     NEVER_MATCHED = "never-matched"  # waited while another peer waited too
-    # --ice-policy relay and no relay candidate: drift.turn_probe names the cause
+    # --ice-policy relay and no relay candidate: drift.turn.probe names the cause
     TURN_MISSING = "turn-missing"  # relay-only, but welcome carried no usable TURN server
     TURN_UNREACHABLE = TurnProblem.UNREACHABLE.value  # no answer / ICMP unreachable
     TURN_AUTH_REJECTED = TurnProblem.AUTH_REJECTED.value  # 401: wrong secret or expired

@@ -245,7 +245,7 @@ def tune_gc() -> None:
     The long-lived objects of the imports are frozen out of every collection,
     and generation 0 is collected every 20,000 allocations instead of 700:
     aiortc allocates heavily per packet, and this saves ~10 % of the CPU of a
-    run (measured with benchmarks/simulate_overhead.py). Called by the CLI and
+    run (measured with drift/bench/suites/simulate_overhead.py). Called by the CLI and
     worker processes only, never by code that merely imports drift.
     """
     gc.collect()

@@ -1,1 +1,0 @@
-"""Benchmarks of drift against baselines measured in the same run (``drift bench``)."""

@@ -1,0 +1,92 @@
+"""Settings of ``drift serve``: one frozen dataclass, built by the CLI (flags or ``DRIFT_*``).
+
+Defaults live here only; the CLI reads them from the dataclass fields so a
+default is never written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from drift.core.lobby import Fault, LobbyConfig
+from drift.errors import ConfigError
+from drift.serve.turn_credentials import IceServerSource
+
+#: What a browser sends as ``Origin``: scheme://host[:port], lower case, no path.
+#: Any scheme, for hybrid apps (capacitor://localhost); never "null", which
+#: every sandboxed iframe sends.
+_ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rematch_cooldown: float = 10.0
+    log_level: str = "info"
+    log_format: str = "json"
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 20
+    trust_proxy: bool = False
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    max_queue: int = 10_000
+    queue_timeout: float = 60.0
+    allowed_origins: tuple[str, ...] = ()
+    heartbeat: float = 20.0
+    shutdown_timeout: float = 10.0
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = dataclasses.field(default=None, repr=False)
+    turn_ttl: float = 3600.0
+    faults: frozenset[Fault] = frozenset()
+    redis_url: str | None = None
+    workers: int = 1
+    #: name of this node in a cluster (Redis backend); random when unset
+    node_id: str | None = None
+    #: SO_REUSEPORT, so several worker processes share one port
+    reuse_port: bool = False
+    #: unsent bytes to one peer after which it counts as not reading and is cut
+    #: off; 0 = never (a send then waits, and so does whoever sent it)
+    max_pending_bytes: int = 128 * 1024
+    #: seconds after which a node that stopped heartbeating counts as dead
+    node_ttl: float = 5.0
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            # Matching is exact, so "https://Chat.example.com/" would silently
+            # refuse every browser: say so at startup instead.
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"--allowed-origin {origin!r} is not an origin: write scheme://host[:port] "
+                    "in lower case, with no path or trailing slash (https://chat.example.com)"
+                )
+
+    def lobby_config(self) -> LobbyConfig:
+        return LobbyConfig(
+            rematch_cooldown=self.rematch_cooldown,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            rate_limit=self.rate_limit,
+            rate_burst=self.rate_burst,
+            max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+            faults=self.faults,
+        )
+
+    def ice_servers(self) -> IceServerSource:
+        return IceServerSource(
+            stun_urls=self.stun_urls,
+            turn_urls=self.turn_urls,
+            turn_secret=self.turn_secret,
+            turn_ttl=self.turn_ttl,
+        )
+
+    def replace(self, **changes: object) -> ServerConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEFAULTS = ServerConfig()

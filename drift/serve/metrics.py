@@ -1,0 +1,113 @@
+"""Prometheus metrics for one server, read from the same figures as ``/stats``.
+
+Gauges and counters are collected at scrape time from the core's own counters
+(no second bookkeeping that could disagree with ``/stats``); only the wait-time
+histogram is fed per match. One registry per server, so several servers in one
+test process do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from drift.core.lobby import Lobby
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (not the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _LobbyCollector(Collector):
+    def __init__(self, lobby: Callable[[], Lobby]) -> None:
+        self._lobby = lobby
+
+    def collect(self) -> Iterator[Metric]:
+        lobby = self._lobby()
+        c = lobby.counters
+        yield GaugeMetricFamily(
+            "drift_connections", "Open WebSocket connections", lobby.connections
+        )
+        yield GaugeMetricFamily("drift_waiting", "Peers waiting in the queue", lobby.waiting)
+        yield GaugeMetricFamily("drift_rooms", "Rooms with two matched peers", len(lobby.rooms))
+        yield CounterMetricFamily("drift_matches", "Rooms created", c.matches)
+        messages = CounterMetricFamily(
+            "drift_messages", "Valid client messages by type", labels=["type"]
+        )
+        for kind, n in sorted(c.messages.items()):
+            messages.add_metric([kind], n)
+        yield messages
+        errors = CounterMetricFamily("drift_errors", "Error frames sent by code", labels=["code"])
+        for code, n in sorted(c.errors.items()):
+            errors.add_metric([code], n)
+        yield errors
+        closes = CounterMetricFamily(
+            "drift_closes", "Server-initiated closes by code", labels=["code"]
+        )
+        for close_code, n in sorted(c.closes.items()):
+            closes.add_metric([str(close_code)], n)
+        yield closes
+        yield GaugeMetricFamily("drift_rss_bytes", "Resident set size of the server", rss_bytes())
+
+
+class _ClusterCollector(Collector):
+    """Cluster-wide figures of the Redis backend, as of its last heartbeat."""
+
+    def __init__(self, cluster: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster()
+        if not cluster:
+            return
+        info = GaugeMetricFamily(
+            "drift_node_info", "This node's id in the cluster", labels=["node"]
+        )
+        info.add_metric([str(cluster.get("node", ""))], 1)
+        yield info
+        for key, name, doc in (
+            ("nodes", "drift_cluster_nodes", "Live nodes sharing the queue"),
+            ("queue", "drift_cluster_queue_length", "Peers waiting in the shared queue (Redis)"),
+            ("connections", "drift_cluster_connections", "Open WebSockets on all nodes"),
+            ("rooms", "drift_cluster_rooms", "Rooms on all nodes"),
+            ("matches_total", "drift_cluster_matches", "Rooms created by all nodes"),
+        ):
+            yield GaugeMetricFamily(name, doc, float(cluster.get(key, 0)))
+
+
+class Metrics:
+    def __init__(
+        self,
+        lobby: Callable[[], Lobby],
+        cluster: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_LobbyCollector(lobby))
+        if cluster is not None:
+            self.registry.register(_ClusterCollector(cluster))
+        ProcessCollector(registry=self.registry)
+        self.wait = Histogram(
+            "drift_match_wait_seconds",
+            # Per peer, not per room: the waiter's figure is the queue time a
+            # user feels; the newcomer's (~0) shows how often nobody waits.
+            "Seconds from join (or next) to matched, one observation per matched peer",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

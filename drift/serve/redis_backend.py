@@ -1,0 +1,439 @@
+"""The Redis I/O layer of a cluster node: shared queue, node-to-node messages, liveness.
+
+Everything here is transport. The rules stay in the pure core
+(:class:`~drift.core.cluster.ClusterLobby`); this module only carries out its
+effects and feeds it what Redis answers:
+
+* ``QueueOp`` -> a Lua script, so pairing is atomic across nodes: scan the
+  queue from its head, drop entries whose node is dead, skip peers in a
+  rematch cooldown with the joiner, pop the first compatible one, else append.
+* ``Forward`` -> ``PUBLISH`` on the target node's inbox channel.
+* ``Cooldown`` -> a key with a TTL that the scripts consult.
+* Liveness: each node refreshes ``node:<id>`` (TTL ``node_ttl``) every
+  ``heartbeat`` seconds with its own figures; a node whose key is missing on
+  three checks in a row is dead, and its peers' partners get
+  ``partner-left/disconnected``. Pub/sub delivers at most once, so a node that
+  loses Redis puts its waiting peers back in the queue when Redis returns.
+
+All operations of one node go through one ordered worker, batched into a
+pipeline: a peer's ``join`` can never overtake its ``leave``.
+
+Keys (prefix ``drift:`` by default; a single Redis, not Redis Cluster, since
+the scripts touch keys they compute):
+
+=======================  ====================================================
+``queue``                list of waiting peer ids, oldest first
+``peers``                hash peer id -> node id, for queued peers
+``cool:<a>:<b>``         present while a and b may not be paired (a < b)
+``node:<id>``            JSON figures of a live node, expires after node_ttl
+``nodes``                set of node ids ever seen (pruned when dead)
+``matches``              rooms created, cluster-wide
+``inbox:<id>``           pub/sub channel of a node
+=======================  ====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from drift.core.cluster import ClusterLobby, QueueResult
+from drift.core.lobby import Cooldown, Effect, Forward, QueueOp
+
+log = logging.getLogger("drift.redis")
+
+# Scans the queue head-first in chunks; the Lua code is the pairing rule's
+# shared-queue half (FIFO + not yourself + not cooling down + alive), run
+# atomically inside Redis. Returns the partner and this peer's part.
+_FIND: Final = """
+local q, peers, pre = KEYS[1], KEYS[2], ARGV[1]
+local function alive(node)
+  return node and redis.call('EXISTS', pre .. 'node:' .. node) == 1
+end
+local function cooling(a, b)
+  if a > b then a, b = b, a end
+  return redis.call('EXISTS', pre .. 'cool:' .. a .. ':' .. b) == 1
+end
+local function find(me)
+  local dead, mine, found, node, pos = {}, nil, nil, nil, 0
+  local len = redis.call('LLEN', q)
+  local start = 0
+  while start < len do
+    local chunk = redis.call('LRANGE', q, start, start + 199)
+    for _, cand in ipairs(chunk) do
+      pos = pos + 1
+      if cand == me then
+        mine = pos
+      elseif not found then
+        local n = redis.call('HGET', peers, cand)
+        if not alive(n) then
+          table.insert(dead, cand)
+        elseif not cooling(me, cand) then
+          found, node = cand, n
+          if mine == nil then mine = -1 end
+        end
+      end
+      if found and mine then break end
+    end
+    if found and mine then break end
+    start = start + 200
+  end
+  for _, d in ipairs(dead) do
+    redis.call('LREM', q, 1, d)
+    redis.call('HDEL', peers, d)
+  end
+  return found, node, mine
+end
+"""
+
+JOIN_SCRIPT: Final = (
+    _FIND
+    + """
+local me, node, maxq, never = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if redis.call('HEXISTS', peers, me) == 1 then return {'waiting'} end
+if never ~= '1' then
+  local found, fnode = find(me)
+  if found then
+    redis.call('LREM', q, 1, found)
+    redis.call('HDEL', peers, found)
+    redis.call('INCR', pre .. 'matches')
+    return {'matched', found, fnode, 'newcomer'}
+  end
+end
+if redis.call('LLEN', q) >= maxq then return {'full'} end
+redis.call('RPUSH', q, me)
+redis.call('HSET', peers, me, node)
+return {'waiting'}
+"""
+)
+
+# A cooldown ended: look again for a peer already in the queue. Whoever sits
+# closer to the head waited longer and answers.
+RETRY_SCRIPT: Final = (
+    _FIND
+    + """
+local me, never = ARGV[2], ARGV[5]
+if redis.call('HEXISTS', peers, me) == 0 then return {'gone'} end
+if never == '1' then return {'waiting'} end
+local found, fnode, mine = find(me)
+if not found then return {'waiting'} end
+redis.call('LREM', q, 1, found)
+redis.call('LREM', q, 1, me)
+redis.call('HDEL', peers, found, me)
+redis.call('INCR', pre .. 'matches')
+if mine == -1 then return {'matched', found, fnode, 'newcomer'} end
+return {'matched', found, fnode, 'waited'}
+"""
+)
+
+LEAVE_SCRIPT: Final = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Drops queue entries of dead nodes so the queue length is true after a crash.
+SWEEP_SCRIPT: Final = """
+local q, peers, pre = KEYS[1], KEYS[2], ARGV[1]
+local removed = 0
+for _, cand in ipairs(redis.call('LRANGE', q, 0, -1)) do
+  local n = redis.call('HGET', peers, cand)
+  if not n or redis.call('EXISTS', pre .. 'node:' .. n) == 0 then
+    redis.call('LREM', q, 1, cand)
+    redis.call('HDEL', peers, cand)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+QUEUE_SCRIPTS: Final = {"join": JOIN_SCRIPT, "retry": RETRY_SCRIPT, "leave": LEAVE_SCRIPT}
+
+
+def queue_keys(prefix: str) -> list[str]:
+    return [prefix + "queue", prefix + "peers"]
+
+
+def queue_op_args(
+    op: QueueOp, prefix: str, node: str, max_queue: int, never: str
+) -> list[str | int]:
+    """The ARGV of ``QUEUE_SCRIPTS[op.op]`` (KEYS are ``queue_keys(prefix)``)."""
+    if op.op == "leave":
+        return [op.peer]
+    return [prefix, op.peer, node, max_queue, never]
+
+
+Apply = Callable[[Sequence[Effect]], Awaitable[None]]
+
+# Node messages are tuples of strings; decoding validates that in one pass.
+_encode: Final = msgspec.json.Encoder().encode
+_decode: Final = msgspec.json.Decoder(tuple[str, ...]).decode
+
+
+class RedisBackend:
+    def __init__(
+        self,
+        url: str,
+        lobby: ClusterLobby,
+        apply: Apply,
+        *,
+        max_queue: int,
+        never_match: bool = False,
+        prefix: str = "drift:",
+        heartbeat: float = 1.0,
+        node_ttl: float = 5.0,
+        misses_for_dead: int = 3,
+    ) -> None:
+        self.lobby = lobby
+        self.node = lobby.node
+        #: None until Redis first answered or failed
+        self.available: bool | None = None
+        self._lost = False
+        self.cluster: dict[str, Any] = {}
+        self._apply = apply
+        self._pre = prefix
+        self._queue_keys = queue_keys(prefix)
+        self._max_queue = max_queue
+        self._never = "1" if never_match else "0"
+        self._heartbeat = heartbeat
+        self._node_ttl_ms = int(node_ttl * 1000)
+        self._misses_for_dead = misses_for_dead
+        self._misses: dict[str, int] = {}
+        self._run_id: str | None = None
+        self._ops: asyncio.Queue[QueueOp | Forward | Cooldown] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=0.5,
+            socket_timeout=2.0,
+            health_check_interval=0,
+        )
+        self._scripts = {
+            op: self.redis.register_script(source) for op, source in QUEUE_SCRIPTS.items()
+        }
+        self._sweep = self.redis.register_script(SWEEP_SCRIPT)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._beat()  # first heartbeat now, so we are alive before anyone pairs with us
+        for name, job in (
+            ("worker", self._work),
+            ("listener", self._listen),
+            ("heartbeat", self._beat_forever),
+        ):
+            self._tasks.append(asyncio.create_task(job(), name=f"drift-redis-{name}"))
+
+    async def stop(self) -> None:
+        # Let the last partner-left/relay messages out before going away.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain(), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        # Every step is bounded: a Redis that stopped answering must not keep a
+        # draining server from exiting.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.redis.delete(self._pre + "node:" + self.node)
+                await self.redis.srem(self._pre + "nodes", self.node)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), 1.0)
+
+    async def _drain(self) -> None:
+        await self._ops.join()
+
+    def submit(self, effect: QueueOp | Forward | Cooldown) -> None:
+        self._ops.put_nowait(effect)
+
+    # ------------------------------------------------------------ ordered worker
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch: list[QueueOp | Forward | Cooldown] = [await self._ops.get()]
+            while not self._ops.empty() and len(batch) < 512:
+                batch.append(self._ops.get_nowait())
+            taken = len(batch)
+            recovering = self._lost
+            if recovering:
+                # First thing after an outage: put the peers that were waiting
+                # back in the shared queue, ahead of anyone who joined since.
+                batch[:0] = self.lobby.rejoin_all()
+            try:
+                results = await self._execute(batch, heartbeat=recovering)
+                self._lost = False
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+                results = [None] * len(batch)
+            effects: list[Effect] = []
+            now = loop.time()
+            for op, result in zip(batch, results, strict=True):
+                if isinstance(op, QueueOp) and op.op != "leave":
+                    answer: QueueResult = tuple(result) if result else ("unavailable",)
+                    effects += self.lobby.queue_result(op.peer, answer, now)
+            if effects:
+                await self._apply(effects)
+            for _ in range(taken):
+                self._ops.task_done()
+
+    async def _execute(
+        self, batch: list[QueueOp | Forward | Cooldown], *, heartbeat: bool = False
+    ) -> list[Any]:
+        pre = self._pre
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if heartbeat:
+                # A Redis that restarted empty does not know we are alive yet,
+                # and the scripts would take our peers for a dead node's.
+                self._heartbeat_commands(pipe)
+            for op in batch:
+                if isinstance(op, QueueOp):
+                    args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
+                    await self._scripts[op.op](keys=self._queue_keys, args=args, client=pipe)
+                elif isinstance(op, Forward):
+                    pipe.publish(pre + "inbox:" + op.node, _encode(op.message))
+                else:
+                    a, b = sorted((op.a, op.b))
+                    pipe.set(f"{pre}cool:{a}:{b}", 1, px=max(1, int(op.seconds * 1000)))
+            results: list[Any] = await pipe.execute()
+        self._up()
+        return results[2:] if heartbeat else results
+
+    # ------------------------------------------------------------ messages from other nodes
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        channel = self._pre + "inbox:" + self.node
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                backoff = 0.1
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        message = _decode(msg["data"])
+                    except msgspec.DecodeError:
+                        continue  # not from a drift node; nothing to deliver
+                    await self._apply(self.lobby.deliver(message, loop.time()))
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+            # Reconnect with a capped backoff; waiting here is the point.
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # ------------------------------------------------------------ liveness
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            await self._beat()
+
+    def _heartbeat_commands(self, pipe: Pipeline) -> None:
+        """Two commands: this node's figures under its presence key, and its name."""
+        lobby = self.lobby
+        mine = {
+            "connections": lobby.connections,
+            "waiting": lobby.waiting,
+            "rooms": lobby.rooms_hosted,
+        }
+        pipe.set(self._pre + "node:" + self.node, json.dumps(mine), px=self._node_ttl_ms)
+        pipe.sadd(self._pre + "nodes", self.node)
+
+    async def _beat(self) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._heartbeat_commands(pipe)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return
+        await self._after_beat()
+
+    async def _after_beat(self) -> None:
+        pre = self._pre
+        try:
+            run_id = str((await self.redis.info("server")).get("run_id", ""))
+            nodes = sorted(str(n) for n in await self.redis.smembers(pre + "nodes"))
+            watched = sorted(self.lobby.remote_nodes())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.llen(pre + "queue")
+                pipe.get(pre + "matches")
+                for node in nodes:
+                    pipe.get(pre + "node:" + node)
+                for node in watched:
+                    pipe.exists(pre + "node:" + node)
+                replies = await pipe.execute()
+            await self._sweep(keys=self._queue_keys, args=[pre])
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return
+        restarted = self._run_id is not None and run_id != self._run_id
+        rejoin = restarted or self._lost
+        self._lost = False
+        self._run_id = run_id
+        self._up()
+        queue_len, matches = int(replies[0]), int(replies[1] or 0)
+        figures = replies[2 : 2 + len(nodes)]
+        alive = replies[2 + len(nodes) :]
+        per_node: dict[str, Any] = {}
+        for node, raw in zip(nodes, figures, strict=True):
+            if raw is None:
+                if node not in watched:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.redis.srem(pre + "nodes", node)
+                continue
+            per_node[node] = json.loads(raw)
+        self.cluster = {
+            "node": self.node,
+            "nodes": len(per_node),
+            "queue": queue_len,
+            "matches_total": matches,
+            "connections": sum(int(n.get("connections", 0)) for n in per_node.values()),
+            "rooms": sum(int(n.get("rooms", 0)) for n in per_node.values()),
+            "per_node": per_node,
+        }
+        effects: list[Effect] = []
+        loop = asyncio.get_running_loop()
+        for node, exists in zip(watched, alive, strict=True):
+            if exists:
+                self._misses.pop(node, None)
+                continue
+            self._misses[node] = self._misses.get(node, 0) + 1
+            if self._misses[node] >= self._misses_for_dead:
+                del self._misses[node]
+                log.warning("node_lost", extra={"fields": {"node": node}})
+                effects += self.lobby.node_lost(node, loop.time())
+        if rejoin:
+            # Redis restarted empty, or we could not reach it: our waiting peers
+            # may be missing from the shared queue; the join script is idempotent.
+            effects += self.lobby.rejoin_all()
+        if effects:
+            await self._apply(effects)
+
+    def _down(self, exc: BaseException) -> None:
+        if self.available is not False:
+            log.warning("redis_unavailable", extra={"fields": {"error": str(exc)[:200]}})
+        self.available = False
+        self._lost = True
+
+    def _up(self) -> None:
+        if self.available is not True:
+            log.info("redis_available", extra={"fields": {"node": self.node}})
+        self.available = True
