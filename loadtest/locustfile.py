@@ -34,7 +34,6 @@ import struct
 import time
 from collections.abc import Callable
 from typing import IO, Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import msgspec
@@ -43,6 +42,7 @@ from locust import LoadTestShape, User, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from drift.client.urls import ws_url
 from drift.core import protocol as p
 from drift.loadtest.scenario import Scenario, load_scenario
 
@@ -165,14 +165,6 @@ _EVENTS.quitting.add_listener(_on_quitting)
 
 
 # ------------------------------------------------------------------ wire
-
-
-def ws_url(host: str) -> str:
-    """locust's ``--host`` (http(s):// or ws(s)://, path optional) -> the ``/ws`` URL."""
-    parts = urlsplit(host)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path if parts.path not in ("", "/") else "/ws"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 class Connection:

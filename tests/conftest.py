@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from drift.client import urls
 from drift.serve.config import ServerConfig
 from drift.serve.server import Server
 from tests.support.redis import RedisProcess
@@ -62,4 +63,4 @@ async def server(make_server: MakeServer, backend: dict[str, Any]) -> Server:
 
 @pytest.fixture
 def ws_url(server: Server) -> str:
-    return server.url.replace("http", "ws", 1) + "/ws"
+    return urls.ws_url(server.url)

@@ -7,7 +7,6 @@ next to the ``drift`` package of an editable install, or in the current folder.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ import drift
 from drift.bench.procs import DRIFT_FLAGS
 from drift.bench.results import Outcome, Row, rows_json, table, update_doc
 from drift.bench.runner import FULL, QUICK, TINY, Bench, Sizes, machine
+from drift.bench.suites import run_all
 from drift.errors import ConfigError
 from drift.report.paths import run_dir
 
@@ -34,21 +34,15 @@ NAMES = ("server", "redis", "simulate")
 CHOICES = (*NAMES, "profile", "load")
 
 
-def find_repo() -> Path:
-    """The clone whose ``drift/bench/suites/run_all.py`` this command runs."""
-    for candidate in (Path(drift.__file__).resolve().parents[1], Path.cwd()):
-        if (candidate / "benchmarks" / "run_all.py").is_file():
-            return candidate
-    raise ConfigError(
-        "drift bench runs the drift/bench/suites/ folder of a clone of the repository; "
-        "none next to the drift package or in the current folder"
-    )
-
-
-def _run_all_module(repo: Path) -> Any:
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    return importlib.import_module("drift.bench.suites.run_all")
+def default_doc_path() -> Path:
+    """``docs/performance.md`` of the clone this drift runs from (editable install)."""
+    path = Path(drift.__file__).resolve().parents[1] / "docs" / "performance.md"
+    if not path.is_file():
+        raise ConfigError(
+            "--docs rewrites docs/performance.md of a clone; this drift is not one: "
+            "pass --doc-path FILE"
+        )
+    return path
 
 
 @click.command()
@@ -85,8 +79,7 @@ def bench(
     names = [n for n in CHOICES if n in only] if only else list(NAMES)
     if write_docs is None:
         write_docs = not (quick or tiny or only)
-    repo = find_repo()
-    run_all = _run_all_module(repo)
+    path = (doc_path or default_doc_path()) if write_docs else None
     out_dir = run_dir("bench")
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -102,7 +95,7 @@ def bench(
         console=console,
     )
     with progress:
-        harness = Bench(sizes, out_dir, repo, console, progress, quick=quick or tiny)
+        harness = Bench(sizes, out_dir, console, progress, quick=quick or tiny)
         for name in names:
             outcomes[name] = run_all.load(name)(harness)
     elapsed = time.perf_counter() - started
@@ -122,8 +115,7 @@ def bench(
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     console.print(_rich_table(rows))
     console.print(f"[bold]bench[/] done in {elapsed:.0f} s; results in {out_dir}/bench.json")
-    if write_docs:
-        path = doc_path or repo / "docs" / "performance.md"
+    if path is not None:
         sections = [s for o in outcomes.values() for s in o.sections]
         update_doc(path, _summary(rows, report, out_dir), sections)
         console.print(f"table written to {path}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from drift.client.urls import ws_url
 from drift.errors import DriftError
 
 # Matches drift's own line (drift.harness.serve.READY_LINE) and the baseline
@@ -126,7 +127,7 @@ class ServerProc(Proc):
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http", "ws", 1) + "/ws"
+        return ws_url(self.url)
 
     def start(self) -> None:
         super().start()

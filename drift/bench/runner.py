@@ -21,6 +21,8 @@ import psutil
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from drift.bench import suites
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -70,7 +72,6 @@ class Bench:
         self,
         sizes: Sizes,
         run_dir: Path,
-        repo: Path,
         console: Console,
         progress: Progress | None = None,
         quick: bool = False,
@@ -79,19 +80,15 @@ class Bench:
         self.run_dir = run_dir
         self.log_dir = run_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.repo = repo
         self.console = console
         self.progress = progress
         self.quick = quick
         self._task: TaskID | None = None
 
     @property
-    def benchmarks_dir(self) -> Path:
-        return self.repo / "benchmarks"
-
-    @property
     def bare_script(self) -> Path:
-        return self.benchmarks_dir / "bare_relay.py"
+        """The bare aiohttp relay baseline, run as its own script (no drift imports)."""
+        return Path(suites.__file__).resolve().parent / "bare_relay.py"
 
     def begin(self, name: str, steps: int) -> None:
         """Start this benchmark's progress bar of ``steps`` steps."""

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from drift.client.urls import ws_url
 from drift.errors import CheckFailed, ConfigError, TargetUnreachable
 from drift.fuzz.mutate import KINDS
 from drift.fuzz.runner import FuzzConfig, FuzzReport, run_fuzz, stats_url
@@ -268,7 +269,7 @@ async def _run_embedded(cfg: FuzzConfig, advance: Any, interval: float | None) -
         server = Server(config)
         await server.start()
         try:
-            url = server.url.replace("http", "ws", 1) + "/ws"
+            url = ws_url(server.url)
             if part == "mutations":
                 run = replace(
                     cfg, url=url, bursts=0, honest_interval=0.02 if interval is None else interval

@@ -28,10 +28,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from drift.client import urls
 from drift.core import protocol as p
 from drift.fuzz.mutate import FrameSource, FuzzFrame
 from drift.fuzz.rawws import HandshakeFailed, Incoming, RawWebSocket
@@ -157,9 +157,7 @@ class _Budget:
 
 
 def stats_url(ws_url: str) -> str:
-    parts = urlsplit(ws_url)
-    scheme = "https" if parts.scheme == "wss" else "http"
-    return urlunsplit((scheme, parts.netloc, "/stats", "", ""))
+    return urls.endpoint(ws_url, "/stats")
 
 
 async def run_fuzz(cfg: FuzzConfig, on_progress: Callable[[int], None] | None = None) -> FuzzReport:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
+from drift.client.urls import ws_url
 from drift.errors import ConfigError, DriftError
 
 #: What ``drift serve`` prints on stdout once it listens; the one format of it.
@@ -75,7 +76,7 @@ class ServeProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http", "ws", 1) + "/ws"
+        return ws_url(self.url)
 
     def __enter__(self) -> ServeProcess:
         self.start()

@@ -16,13 +16,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from drift.client import urls
 from drift.errors import CheckFailed, ConfigError, DriftError, TargetUnreachable
 from drift.loadtest import report
 from drift.loadtest.runner import CSV_PREFIX, HTML_NAME, SAMPLES_NAME, LocustPlan, LocustRun
@@ -38,12 +39,11 @@ PER_IP_NOTE = (
 
 
 def http_base(url: str) -> str:
-    """``ws://h:p/ws`` or ``http://h:p/`` -> ``http://h:p`` (where /stats lives)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise ConfigError(f"--url must be http(s):// or ws(s)://HOST[:PORT], got {url!r}")
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
+    """``--url`` -> ``http://h:p`` (where /stats lives), or a usage error."""
+    try:
+        return urls.http_base(url)
+    except urls.BadURL as exc:
+        raise ConfigError(f"--url: {exc}") from None
 
 
 def check_reachable(base: str, timeout: float = 3.0) -> None:

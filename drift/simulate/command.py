@@ -26,12 +26,12 @@ from drift.client.signaling import ProtocolViolation, SignalingClient
 from drift.errors import ConfigError, DriftError, TargetUnreachable
 from drift.exitcodes import ExitCode
 from drift.report.paths import run_dir
-from drift.turn.probe import pick_turn_target
 from drift.simulate.embedded import SERVER_NOTE, EmbeddedServer
 from drift.simulate.peer_processes import prestart, run_in_process, run_in_workers
 from drift.simulate.report import print_summary, summarize_run, write_reports
 from drift.simulate.runner import Coordinator, RunSpec, tune_gc
 from drift.simulate.verify import classify
+from drift.turn.probe import pick_turn_target
 
 
 @dataclass(frozen=True)

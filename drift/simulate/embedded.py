@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Final
 
+from drift.client.urls import ws_url
 from drift.errors import DriftError
 from drift.harness.serve import ServeProcess
 
@@ -44,7 +45,7 @@ class EmbeddedServer:
 
     @property
     def ws_url(self) -> str:
-        return self.http_url.replace("http", "ws", 1) + "/ws"
+        return ws_url(self.http_url)
 
     def argv(self) -> list[str]:
         """The flags of ``drift serve`` (host and port are ServeProcess's)."""

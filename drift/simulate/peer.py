@@ -38,10 +38,10 @@ from aiortc.sdp import candidate_from_sdp
 
 from drift.client.signaling import ClientState, ConnectionClosed, ProtocolViolation, SignalingClient
 from drift.core import protocol as p
-from drift.turn.probe import allocate_once, pick_turn_target
 from drift.simulate.loopback import configure_interfaces
 from drift.simulate.media import FrameCounter, IdentityTrack, identity_code
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
+from drift.turn.probe import allocate_once, pick_turn_target
 
 #: Media pairs count as verified after this many frames carrying the partner's identity.
 MEDIA_MIN_FRAMES: Final = 5

@@ -18,7 +18,7 @@ class Failure(enum.StrEnum):
     """Failure kinds, each named in the report; the order is the precedence."""
 
     UNREACHABLE = "unreachable"  # the WebSocket could not be opened
-    SIGNALING_ERROR = "signaling-error"  # the server broke docs/protocol.md (bad frame, wrong state)
+    SIGNALING_ERROR = "signaling-error"  # the server broke the protocol (bad frame, wrong state)
     SWAPPED_ROLES = (
         "swapped-roles"  # waited peer told offerer, newcomer told answerer, or both same
     )

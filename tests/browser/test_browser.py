@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
+from drift.client.urls import ws_url
 from drift.core.lobby import Fault
 from drift.serve.server import CONTENT_SECURITY_POLICY, Server
 from drift.simulate.peer import PeerOutcome, run_one_peer
@@ -407,12 +408,12 @@ async def test_browser_and_aiortc_synthetic_peer_interop(
     server: Server, tabs: Tabs, browser_role: str
 ) -> None:
     """Chromium <-> aiortc (drift simulate's peer), with the browser in either role."""
-    ws_url = server.url.replace("http", "ws", 1) + "/ws"
+    signaling_url = ws_url(server.url)
     tab = await tabs.open(server.url)
     await tab.wait_state("ready")
 
     def synthetic_peer() -> asyncio.Task[PeerOutcome]:
-        return asyncio.create_task(run_one_peer(ws_url, media=True, hold=5.0, timeout=T))
+        return asyncio.create_task(run_one_peer(signaling_url, media=True, hold=5.0, timeout=T))
 
     if browser_role == "answerer":
         await tab.page.click("#start")
@@ -445,8 +446,8 @@ async def test_browser_and_aiortc_synthetic_peer_interop(
 async def test_candidates_that_arrive_before_the_answer_are_queued(
     server: Server, tabs: Tabs
 ) -> None:
-    ws_url = server.url.replace("http", "ws", 1) + "/ws"
-    peer = EarlyCandidatesAnswerer(ws_url)
+    signaling_url = ws_url(server.url)
+    peer = EarlyCandidatesAnswerer(signaling_url)
     waiting = asyncio.Event()
     task = asyncio.create_task(peer.run(waiting=waiting))
     try:

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from drift.client.signaling import ClientState, ConnectionClosed, ProtocolViolation, SignalingClient
+from drift.client.urls import ws_url
 from drift.core import protocol as p
 from drift.core.lobby import Fault
 from drift.serve.server import Server
@@ -18,7 +19,7 @@ MakeServer = Callable[..., Awaitable[Server]]
 
 
 def ws_of(server: Server) -> str:
-    return server.url.replace("http", "ws", 1) + "/ws"
+    return ws_url(server.url)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from drift.client.urls import ws_url
 from drift.serve.server import Server
 from tests.conftest import MakeServer
 from tests.support.driftproc import DriftProcess
@@ -25,7 +26,7 @@ ANSWER = {"type": "answer", "sdp": {"type": "answer", "sdp": "v=0 answer"}}
 
 def ws(server: Server | str) -> str:
     url = server if isinstance(server, str) else server.url
-    return url.replace("http", "ws", 1) + "/ws"
+    return ws_url(url)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from drift.cli import main
+from drift.client import urls
 from drift.core import protocol as p
 from drift.core.lobby import Fault
 from drift.fuzz.command import LogWatch, is_loopback_url
@@ -37,7 +38,7 @@ WATCHED = ("drift", "aiohttp", "asyncio")
 
 
 def ws_url(server: Server) -> str:
-    return server.url.replace("http", "ws", 1) + "/ws"
+    return urls.ws_url(server.url)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from drift.client.urls import ws_url
 from drift.errors import ConfigError
 from drift.exitcodes import ExitCode
 from drift.loadtest.scenario import available, load_scenario, parse
@@ -244,7 +245,7 @@ def test_url_mode_tests_a_server_it_did_not_start(tmp_path: Path) -> None:
 
     reports = tmp_path / "reports"
     with ServerProcess([], tmp_path / "server.log") as server:
-        ws = server.url.replace("http", "ws", 1) + "/ws"
+        ws = ws_url(server.url)
         result = drift(
             "smoke",
             "--url",

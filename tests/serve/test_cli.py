@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from drift.client.urls import ws_url
 from drift.harness.serve import READY_LINE
 from tests.support.wsclient import TIMEOUT
 
@@ -71,8 +72,8 @@ async def test_settings_come_from_drift_environment_variables(
         env={"DRIFT_PORT": "0", "DRIFT_HOST": "127.0.0.1", "DRIFT_QUEUE_TIMEOUT": "0.05"}
     )
     procs.append(proc)
-    ws_url = url.replace("http", "ws", 1) + "/ws"
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+    signaling_url = ws_url(url)
+    async with aiohttp.ClientSession() as session, session.ws_connect(signaling_url) as ws:
         assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "welcome"
         await ws.send_json({"type": "join"})
         assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "waiting"

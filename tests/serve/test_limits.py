@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from drift.client import urls
 from drift.core.lobby import Close, Lobby, LobbyConfig, Send, State
 from tests.conftest import MakeServer
 from tests.support.driftproc import until
@@ -36,7 +37,7 @@ async def refused_before_welcome(url: str, headers: dict[str, str] | None = None
 
 
 def ws_url(server: Any) -> str:
-    return str(server.url).replace("http", "ws", 1) + "/ws"
+    return urls.ws_url(server.url)
 
 
 async def test_global_cap_closes_with_1013_before_welcome(make_server: MakeServer) -> None:

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drift.client import urls
 from drift.serve.server import Server
 from tests.conftest import MakeServer
 from tests.support.driftproc import DriftProcess, until
@@ -25,7 +26,7 @@ ANSWER_SDP = f"v=0\r\no=- 1 2 IN IP4 {ANSWER_IP}\r\na=candidate:1 1 udp 1 {ANSWE
 
 
 def ws_url(server: Server) -> str:
-    return server.url.replace("http", "ws", 1) + "/ws"
+    return urls.ws_url(server.url)
 
 
 async def scripted_session(url: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import aiohttp
 import pytest
 
+from drift.client import urls
 from drift.serve.config import ServerConfig
 from drift.serve.server import Server
 from tests.conftest import MakeServer
@@ -25,7 +26,7 @@ ALLOWED = "https://chat.example.com"
 
 
 def ws_url(server: Server) -> str:
-    return server.url.replace("http", "ws", 1) + "/ws"
+    return urls.ws_url(server.url)
 
 
 # ---------------------------------------------------------------- Origin allowlist

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from drift.client.urls import ws_url
 from drift.serve.server import Server
 from tests.conftest import MakeServer
 from tests.support.wsclient import TIMEOUT, WsClient, pair
@@ -258,7 +259,7 @@ def assert_no_crash(caplog: pytest.LogCaptureFixture) -> None:
 
 async def test_many_peers_in_sequence_leave_nothing_behind(make_server: MakeServer) -> None:
     server = await make_server(max_connections_per_ip=0)
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     clients = [await WsClient.connect(url) for _ in range(20)]
     for client in clients:
         await client.send({"type": "join"})
@@ -280,7 +281,7 @@ async def test_a_peer_that_stops_reading_is_cut_off_and_never_stalls_its_partner
     make_server: MakeServer,
 ) -> None:
     server = await make_server(rate_limit=0)
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     stalled, sender = await pair(url)
     # `stalled` never reads again: its client stops draining the socket once
     # its own buffer is full, then the kernel's fill, then the server's.

@@ -12,6 +12,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from rich.console import Console
 
+from drift.client.urls import ws_url
 from drift.exitcodes import ExitCode
 from drift.serve.server import Server
 from drift.simulate.command import Settings, simulate_run
@@ -208,7 +209,7 @@ def test_coordinator_releases_only_a_stable_final_wait() -> None:
 
 async def test_run_one_peer_pairs_connect_with_video(make_server: MakeServer) -> None:
     server = await make_server()
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     first = asyncio.ensure_future(run_one_peer(url, media=True, hold=1.6, timeout=15))
     second = asyncio.ensure_future(run_one_peer(url, media=True, hold=1.6, timeout=15))
     a, b = await asyncio.wait_for(asyncio.gather(first, second), 40)
@@ -229,7 +230,7 @@ async def test_odd_peer_out_outlives_the_servers_queue_timeout(
 ) -> None:
     """In-process run against a server whose queue times out before the run ends."""
     server = await make_server(queue_timeout=0.3)
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     settings = Settings(
         peers=3, urls=(url,), hold=1.0, media_fraction=0.0, live=False, report_dir=tmp_path
     )

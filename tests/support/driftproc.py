@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from drift.client.urls import ws_url
 from drift.harness.serve import READY_LINE
 from tests.support.wsclient import TIMEOUT
 
@@ -44,7 +45,7 @@ class DriftProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http", "ws", 1) + "/ws"
+        return ws_url(self.url)
 
     @classmethod
     async def start(cls, *args: str, env: dict[str, str] | None = None) -> DriftProcess:

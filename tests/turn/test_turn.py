@@ -15,6 +15,7 @@ import os
 import struct
 import time
 
+from drift.client.urls import ws_url
 from drift.core.protocol import IceServer
 from drift.serve.turn_credentials import IceServerSource
 from tests.conftest import MakeServer
@@ -112,7 +113,7 @@ async def test_coturn_accepts_the_welcome_credential_and_refuses_an_expired_one(
     server = await make_server(
         turn_urls=(f"turn:127.0.0.1:{coturn}?transport=udp",), turn_secret=SECRET, turn_ttl=600
     )
-    client = await WsClient.connect(server.url.replace("http", "ws", 1) + "/ws")
+    client = await WsClient.connect(ws_url(server.url))
     (turn,) = client.welcome["iceServers"]
     await client.close()
     assert await allocate(coturn, turn["username"], turn["credential"]) is None

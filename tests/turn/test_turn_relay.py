@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from drift.client.urls import ws_url
 from drift.errors import ConfigError
 from drift.exitcodes import ExitCode
 from drift.simulate.command import Settings, SimulateResult, simulate_run
@@ -127,7 +128,7 @@ async def test_expired_credentials_fail_with_credentials_rejected(
     server = await make_server(
         turn_urls=(turn.url,), turn_secret=SECRET, turn_ttl=-60, max_connections_per_ip=0
     )
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     result = await run(tmp_path, peers=2, urls=(url,))
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert failure_kinds(result) == {Failure.TURN_AUTH_REJECTED.value: 2}
@@ -155,7 +156,7 @@ async def test_relay_policy_without_turn_in_welcome_stops_before_the_run(
     make_server: MakeServer, tmp_path: Path
 ) -> None:
     server = await make_server(max_connections_per_ip=0)  # no --turn-url
-    url = server.url.replace("http", "ws", 1) + "/ws"
+    url = ws_url(server.url)
     with pytest.raises(ConfigError, match="no TURN server"):
         await run(tmp_path, peers=2, urls=(url,))
 

@@ -77,7 +77,7 @@ def simulate_overhead(bench: Bench) -> Outcome:
     label = "simulate --peers " + ("100" if bench.quick else "500") + " vs bare aiortc loop"
     with bench.step(label), log.open("wb") as sink:
         done = subprocess.run(
-            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=bench.repo, check=False
+            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=bench.run_dir, check=False
         )
     text = log.read_text(errors="replace")
     written = re.search(r"written to (\S+)", text)
@@ -119,7 +119,7 @@ def loadtest_capacity(bench: Bench) -> Outcome:
     env = {**child_env(), "DRIFT_REPORTS_DIR": str(bench.run_dir)}
     with bench.step("drift loadtest capacity (script)"), log.open("wb") as sink:
         done = subprocess.run(
-            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=bench.repo, check=False
+            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=bench.run_dir, check=False
         )
     return Outcome(raw={"argv": argv, "exit": done.returncode, "output": str(log)})
 
