@@ -5,11 +5,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from drift.client import urls
+from drift.harness.redis import RedisServer
 from drift.serve.config import ServerConfig
 from drift.serve.server import Server
-from tests.support.redis import RedisProcess
+from tests.support.programs import require_program
 
 MakeServer = Callable[..., Awaitable[Server]]
 
@@ -32,19 +34,22 @@ async def make_server() -> AsyncIterator[MakeServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests flush it before use."""
-    proc = RedisProcess(Path(tmp_path_factory.mktemp("redis")))
-    proc.start()
-    yield proc
-    proc.stop()
+    require_program("redis-server", "redis-server")
+    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as proc:
+        yield proc
 
 
 @pytest.fixture
-def redis_url(redis_proc: RedisProcess) -> str:
-    if redis_proc.proc is None:  # a test stopped it: bring it back
+def redis_url(redis_proc: RedisServer) -> str:
+    if not redis_proc.running:  # a test stopped it: bring it back on its port
         redis_proc.start()
-    redis_proc.flush()
+    client = redis.Redis.from_url(redis_proc.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
     return redis_proc.url
 
 

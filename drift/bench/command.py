@@ -21,9 +21,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 import drift
-from drift.bench.procs import DRIFT_FLAGS
 from drift.bench.results import Outcome, Row, rows_json, table, update_doc
 from drift.bench.runner import FULL, QUICK, TINY, Bench, Sizes, machine
+from drift.bench.servers import DRIFT_FLAGS
 from drift.bench.suites import run_all
 from drift.errors import ConfigError
 from drift.report.paths import run_dir

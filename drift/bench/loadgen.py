@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +40,10 @@ from typing import Any, Final
 import aiohttp
 import psutil
 
+from drift import aio
 from drift.core import protocol as p
+from drift.errors import DriftError
+from drift.harness.env import child_env
 from drift.report.stats import summarize
 
 #: Filler so each offer/answer frame is ~1 KB on the wire, like a small real SDP.
@@ -313,17 +317,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m drift.bench.loadgen '<json spec>'", file=sys.stderr)
         return 2
-    spec = json.loads(args[0])
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(run(spec))
-    else:
-        # The same loop for every server under test: client overhead cancels out
-        # of the ratios, and uvloop keeps it small.
-        result = uvloop.run(run(spec))
+    # The same loop for every server under test: client overhead cancels out
+    # of the ratios, and uvloop keeps it small.
+    result = aio.run(run(json.loads(args[0])))
     print(json.dumps(result), flush=True)
     return 0
+
+
+def run_loadgen(spec: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
+    """Run the load client in its own process (see above) and return its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "-m", "drift.bench.loadgen", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DriftError(f"load client failed ({done.returncode}): {done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(result, dict)
+    return result
 
 
 if __name__ == "__main__":

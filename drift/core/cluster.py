@@ -1,35 +1,80 @@
 """The core of one node of a cluster that shares its queue (Redis backend). Still pure.
 
 :class:`ClusterLobby` is the same :class:`~drift.core.lobby.Lobby` — the same
-validation, states, role rule, relays and limits — with two differences:
+validation, states, role rule, relays, room ending and limits — with two
+differences:
 
 * joining goes through a queue shared by every node: the core emits
-  ``QueueOp("join" | "retry" | "leave", peer)`` and the I/O layer answers
-  with :meth:`ClusterLobby.queue_result` once the shared queue has decided;
+  ``QueueOp("join" | "retry" | "leave", peer, ticket)`` and the I/O layer
+  answers with :meth:`ClusterLobby.queue_result` once the shared queue has
+  decided;
 * a partner may live on another node: the core emits ``Forward(node, message)``
   and the other node's I/O layer hands the message to its own core with
-  :meth:`ClusterLobby.deliver`.
+  :meth:`ClusterLobby.deliver`. The messages and queue results are typed in
+  :mod:`drift.core.node_messages`.
 
-Messages between nodes are tuples of strings:
+What the I/O layer guarantees (``RedisBackend``), and nothing more: one node's
+queue operations run in Redis in the order the core emitted them, and their
+results come back to the core in that same order; messages from one node to
+another arrive in the order they were sent, or not at all (pub/sub). Nothing
+orders a node's *results* against the *messages* it receives: another node's
+``Paired`` may arrive before the result of the very join it answers.
 
-==============================================================  ==========================
-``("paired", target, other, other_node, room, "waited"|"newcomer")``  ``target`` was paired
-``("relay", target, sender, room, frame)``                      a frame for ``target``
-``("left", target, sender, room, reason)``                      the room ended
-``("requeue", target)``                                         the pairing fell through
-==============================================================  ==========================
+Tickets
+-------
+Every ``join`` carries a fresh ticket, stored with the peer's queue entry;
+whoever pops the entry hands the ticket back. An entry counts for a peer only
+while it carries the ticket of that peer's **latest** join and the peer still
+waits here: a pairing through any other entry is refused. So a peer is never
+paired through an entry that a later join of its own would duplicate, and the
+shared queue never keeps an entry for a peer that no longer waits.
 
-Races between nodes are settled towards the protocol's promises: a peer that
-was popped from the shared queue by a pairing whose other side had just left
-is put back in the queue (``requeue``), and a pairing that reaches a peer that
-has just left ends at once with ``partner-left``.
+Interleavings, and what each peer sees
+--------------------------------------
+``x`` waits on node A; ``y`` joins on node B and pops x's entry. What A may see,
+and what each peer is sent:
+
+* **x's join result (Waiting), then Paired** — x: ``waiting`` … ``matched``
+  (answerer); y: ``matched`` (offerer). The plain case.
+* **Paired before x's join result** (the two travel on different connections) —
+  the entry held x, so that result can only be ``Waiting``: x is told
+  ``waiting`` and then ``matched`` (answerer) at once; the late result is stale
+  (x no longer waits) and ignored. Same when the popper is on A itself and x's
+  result is still behind.
+* **x left or disconnected before Paired** — A refuses with
+  ``Left(left|disconnected)``: y gets ``matched`` then ``partner-left``.
+* **x left and joined again before Paired** — the popped entry carries x's old
+  ticket: refused as above; x's new join goes on by itself.
+* **x sent next while waiting** — nothing changes: ``waiting`` again, same
+  place and ticket, then as above.
+* **x sent next in a room, and Paired for the new join beats its result** —
+  the old partner gets ``partner-left``; x gets ``waiting``, ``matched``.
+* **x's cooldown ended and its retry finds no entry (Gone)** — x was popped by
+  a pairing whose Paired is on its way, or Redis lost the entry: x goes back
+  in under a new ticket, so such a Paired is refused (y: ``matched``,
+  ``partner-left``) and x keeps waiting, told nothing new.
+* **y's join popped x but y left before its Matched result** — x goes back in
+  (``Requeue`` to A, or a local join), told nothing. A Requeue with a stale
+  ticket is ignored: x already has a later join under way.
+* **Redis came back (rejoin_all) while a Paired is on its way** — every waiting
+  peer joins again under a new ticket (keeping its place if its entry
+  survived); the Paired is then stale and refused.
+* **x's join result is Unavailable** — x, never told ``waiting``, gets
+  ``error/unavailable`` and goes idle; a ``leave`` follows in case the join ran
+  after all. A peer already told ``waiting`` keeps waiting.
+
+In every case each peer's frames follow docs/protocol.md: ``matched`` as answerer
+only after ``waiting``; ``error/queue-full`` and ``error/unavailable`` only
+before it. A room whose two sides disagree never exists: the side that refuses
+always tells the other (``Left``), which ends the room as any departure does.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from typing import Final
 
+from drift.core import node_messages as nm
 from drift.core import protocol as p
 from drift.core.lobby import (
     _WAITING,
@@ -46,19 +91,8 @@ from drift.core.lobby import (
     Send,
     State,
 )
+from drift.core.node_messages import QueueResult
 from drift.core.protocol import ErrorCode
-
-QueueResult = tuple[str, ...]
-"""What the shared queue answered: ``("waiting",)``, ``("full",)``, ``("gone",)``,
-``("unavailable",)`` or ``("matched", partner, partner_node, "waited"|"newcomer")``
-where the last item is this peer's own part."""
-
-_REASONS: Final[dict[str, p.LeaveReason]] = {
-    "left": "left",
-    "next": "next",
-    "disconnected": "disconnected",
-    "timeout": "timeout",
-}
 
 __all__ = ["ClusterLobby", "Cooldown", "QueueResult"]
 
@@ -74,8 +108,11 @@ class ClusterLobby(Lobby):
     ) -> None:
         super().__init__(config, new_room_id)
         self.node = node
-        #: peers whose join is with the shared queue and not answered yet
+        #: waiting peers not told ``waiting`` yet (their join is with the shared queue)
         self._pending: set[str] = set()
+        #: waiting peer -> ticket of its latest join
+        self._tickets: dict[str, int] = {}
+        self._next_ticket = itertools.count(1).__next__
 
     @property
     def rooms_hosted(self) -> int:
@@ -84,56 +121,89 @@ class ClusterLobby(Lobby):
 
     # ------------------------------------------------------------ shared queue
 
+    def _join(self, peer_id: str) -> QueueOp:
+        """A join under a fresh ticket: from now on only that entry stands for the peer."""
+        ticket = self._next_ticket()
+        self._tickets[peer_id] = ticket
+        return QueueOp("join", peer_id, ticket)
+
+    def _holds(self, peer_id: str, ticket: int) -> Peer | None:
+        """The peer, if it waits here and ``ticket`` is that of its latest join."""
+        if self._tickets.get(peer_id) != ticket:
+            return None
+        return self.queue.get(peer_id)
+
     def _enqueue(self, peer: Peer, now: float, out: list[Effect]) -> None:
         peer.state = State.WAITING
         peer.queued_at = now
         self.queue[peer.id] = peer
         self._pending.add(peer.id)
-        out.append(QueueOp("join", peer.id))
+        out.append(self._join(peer.id))
 
     def _dequeue(self, peer: Peer, out: list[Effect]) -> None:
         if self.queue.pop(peer.id, None) is not None:
             out.append(QueueOp("leave", peer.id))
         self._pending.discard(peer.id)
+        self._tickets.pop(peer.id, None)
         peer.state = State.IDLE
+
+    def _taken(self, peer: Peer, out: list[Effect], *, held: bool) -> None:
+        """``peer`` leaves the queue for a room (no leave op: the pairing emptied its entry).
+
+        ``held``: the pairing popped the peer's entry (someone else's op did
+        it). A held peer whose join result has not come back yet is told
+        ``waiting`` first: its entry was in the queue, so that result can only
+        be ``Waiting``, and the protocol promises it before ``matched``. A peer
+        whose own join popped its partner was never held: it offers at once.
+        """
+        self.queue.pop(peer.id, None)
+        self._tickets.pop(peer.id, None)
+        if peer.id in self._pending:
+            self._pending.discard(peer.id)
+            if held:
+                out.append(Send(peer.id, _WAITING))
+                out.append(Event("peer_waiting", peer.id))
 
     def _cooldown_ended(self, ended: list[Peer], now: float, out: list[Effect]) -> None:
         # The partner may be on another node: each side asks the shared queue
         # to look again, and the queue decides who waited longer.
         for peer in ended:
             if peer.state is State.WAITING and peer.id not in self._pending:
-                out.append(QueueOp("retry", peer.id))
+                out.append(QueueOp("retry", peer.id, self._tickets[peer.id]))
 
-    def queue_result(self, peer_id: str, result: QueueResult, now: float) -> list[Effect]:
+    def queue_result(self, op: QueueOp, result: QueueResult, now: float) -> list[Effect]:
+        """What the shared queue answered to ``op`` (results come back in the order of the ops)."""
         out: list[Effect] = []
-        peer = self.peers.get(peer_id)
-        waiting = peer is not None and peer_id in self.queue
-        kind = result[0] if result else "unavailable"
-        if kind == "matched":
-            _, partner_id, partner_node, part = result
-            self._matched(
-                peer if waiting else None, peer_id, partner_id, partner_node, part, now, out
-            )
-            return out
-        if peer is None or not waiting:
-            return out  # it left meanwhile; its leave op follows this one
-        if kind == "waiting":
-            if peer_id in self._pending:
-                self._pending.discard(peer_id)
-                out.append(Send(peer_id, _WAITING))
-                out.append(Event("peer_waiting", peer_id))
-        elif kind == "gone":
-            # The shared queue lost this peer (Redis restarted): put it back.
-            out.append(QueueOp("join", peer_id))
-        elif peer_id in self._pending:
+        peer = self._holds(op.peer, op.ticket)
+        if isinstance(result, nm.Matched):
+            self._matched(peer, op.peer, result, now, out)
+        elif peer is None:
+            # Stale: the peer left, was paired, or has a later join under way,
+            # whose own result follows. Only an entry this op may have written
+            # behind a failed answer needs removing.
+            failed = isinstance(result, nm.Unavailable) and op.op == "join"
+            if failed and op.peer in self.peers and op.peer not in self.queue:
+                out.append(QueueOp("leave", op.peer))
+        elif isinstance(result, nm.Waiting):
+            if peer.id in self._pending:
+                self._pending.discard(peer.id)
+                out.append(Send(peer.id, _WAITING))
+                out.append(Event("peer_waiting", peer.id))
+        elif isinstance(result, nm.Gone):
+            # Popped by a pairing whose Paired is on its way, or lost by Redis:
+            # back in under a new ticket, so that Paired will be refused.
+            out.append(self._join(peer.id))
+        elif peer.id in self._pending:
             # Only a join that was never confirmed fails; a peer already told
             # `waiting` keeps waiting when a retry or re-join cannot get through.
-            self.queue.pop(peer_id, None)
-            self._pending.discard(peer_id)
+            self.queue.pop(peer.id, None)
+            self._pending.discard(peer.id)
+            self._tickets.pop(peer.id, None)
             peer.state = State.IDLE
-            if kind == "full":
+            if isinstance(result, nm.Full):
                 self._error(peer, ErrorCode.QUEUE_FULL, "the queue is full", out)
             else:
+                out.append(QueueOp("leave", peer.id))  # in case the join ran after all
                 self._error(
                     peer, ErrorCode.UNAVAILABLE, "matchmaking is unavailable; try again", out
                 )
@@ -143,88 +213,81 @@ class ClusterLobby(Lobby):
         self,
         peer: Peer | None,
         peer_id: str,
-        partner_id: str,
-        partner_node: str,
-        part: str,
+        result: nm.Matched,
         now: float,
         out: list[Effect],
     ) -> None:
-        local_partner = self.peers.get(partner_id) if partner_node == self.node else None
-        partner: Member = local_partner or RemotePeer(partner_id, partner_node)
-        if peer is None:
-            # This peer left while the queue paired it: the partner, already
-            # taken out of the shared queue, goes back in.
-            self._requeue(partner, out)
-            return
-        self.queue.pop(peer_id, None)
-        self._pending.discard(peer_id)
-        if isinstance(partner, Peer):
-            if partner.id not in self.queue:
-                self._requeue(peer, out)
+        """``peer_id``'s op popped ``result.partner``'s entry (and, for a retry, its own)."""
+        partner: Member
+        if result.partner_node == self.node:
+            local = self._holds(result.partner, result.partner_ticket)
+            if local is None:
+                # The partner left or joined again since: the popped entry was stale.
+                if peer is not None:
+                    out.append(self._join(peer.id))
                 return
-            self.queue.pop(partner.id, None)
-            self._pending.discard(partner.id)
-        newcomer, waited = (peer, partner) if part == "newcomer" else (partner, peer)
+            partner = local
+        else:
+            partner = RemotePeer(result.partner, result.partner_node)
+        if peer is None:
+            # This peer left (or joined again) while the queue paired it: the
+            # partner, already taken out of the shared queue, goes back in.
+            self._requeue(partner, result.partner_ticket, out)
+            return
+        self._taken(peer, out, held=False)
+        if isinstance(partner, Peer):
+            self._taken(partner, out, held=True)
+        newcomer, waited = (peer, partner) if result.part == "newcomer" else (partner, peer)
         room = self._pair(newcomer, waited, now, out)
         if isinstance(partner, RemotePeer):
-            theirs = "waited" if part == "newcomer" else "newcomer"
-            message = ("paired", partner_id, peer_id, self.node, room.id, theirs)
-            out.append(Forward(partner_node, message))
+            theirs: nm.Part = "waited" if result.part == "newcomer" else "newcomer"
+            message = nm.Paired(
+                partner.id, result.partner_ticket, peer_id, self.node, room.id, theirs
+            )
+            out.append(Forward(partner.node, message))
 
-    def _requeue(self, member: Member, out: list[Effect]) -> None:
+    def _requeue(self, member: Member, ticket: int, out: list[Effect]) -> None:
         if isinstance(member, RemotePeer):
-            out.append(Forward(member.node, ("requeue", member.id)))
-        elif member.id in self.queue:
-            out.append(QueueOp("join", member.id))
+            out.append(Forward(member.node, nm.Requeue(member.id, ticket)))
+        elif self._holds(member.id, ticket) is not None:
+            out.append(self._join(member.id))
 
     # ------------------------------------------------------------ other nodes
 
-    def deliver(self, message: tuple[str, ...], now: float) -> list[Effect]:
-        """Handle a message another node's core sent here (malformed ones are dropped)."""
+    def deliver(self, message: nm.NodeMessage, now: float) -> list[Effect]:
+        """Handle a message another node's core sent here."""
         out: list[Effect] = []
-        if not message:
-            return out
-        kind, args = message[0], message[1:]
-        if kind == "relay" and len(args) == 4:
-            target_id, sender, room_id, frame = args
-            target = self.peers.get(target_id)
+        if isinstance(message, nm.Relay):
+            target = self.peers.get(message.target)
             # A relay never crosses rooms, whichever node it came from.
             if target is not None and target.room is not None:
                 room = target.room
-                if room.id == room_id and room.partner_of(target).id == sender:
-                    out.append(Send(target_id, frame))
-        elif kind == "paired" and len(args) == 5:
-            self._paired(*args, now=now, out=out)
-        elif kind == "left" and len(args) == 4 and args[3] in _REASONS:
-            target_id, sender, room_id, reason = args
-            self._remote_left(target_id, sender, room_id, _REASONS[reason], now, out)
-        elif kind == "requeue" and len(args) == 1:
-            peer = self.peers.get(args[0])
-            if peer is not None and peer.id in self.queue:
-                out.append(QueueOp("join", peer.id))
+                if room.id == message.room and room.partner_of(target).id == message.sender:
+                    out.append(Send(target.id, message.frame))
+        elif isinstance(message, nm.Paired):
+            self._paired(message, now, out)
+        elif isinstance(message, nm.Left):
+            self._remote_left(
+                message.target, message.sender, message.room, message.reason, now, out
+            )
+        else:
+            peer = self._holds(message.target, message.ticket)
+            if peer is not None:
+                out.append(self._join(peer.id))
         return out
 
-    def _paired(
-        self,
-        target_id: str,
-        other_id: str,
-        other_node: str,
-        room_id: str,
-        part: str,
-        *,
-        now: float,
-        out: list[Effect],
-    ) -> None:
-        target = self.peers.get(target_id)
-        if target is None or target_id not in self.queue:
-            reason: p.LeaveReason = "disconnected" if target is None else "left"
-            out.append(Forward(other_node, ("left", other_id, target_id, room_id, reason)))
+    def _paired(self, message: nm.Paired, now: float, out: list[Effect]) -> None:
+        target = self._holds(message.target, message.ticket)
+        if target is None:
+            # Left, disconnected, or joined again since that entry was written.
+            reason: p.LeaveReason = "left" if message.target in self.peers else "disconnected"
+            refusal = nm.Left(message.other, message.target, message.room, reason)
+            out.append(Forward(message.other_node, refusal))
             return
-        self.queue.pop(target_id, None)
-        self._pending.discard(target_id)
-        other = RemotePeer(other_id, other_node)
-        newcomer, waited = (target, other) if part == "newcomer" else (other, target)
-        self._pair(newcomer, waited, now, out, room_id=room_id)
+        self._taken(target, out, held=True)
+        other = RemotePeer(message.other, message.other_node)
+        newcomer, waited = (target, other) if message.part == "newcomer" else (other, target)
+        self._pair(newcomer, waited, now, out, room_id=message.room)
 
     def _remote_left(
         self,
@@ -239,21 +302,10 @@ class ClusterLobby(Lobby):
         room = target.room if target is not None else None
         if target is None or room is None or room.id != room_id:
             return
-        del self.rooms[room_id]
-        cooldown = self.config.rematch_cooldown
-        end = now + cooldown
-        self._leave_room(target, sender, end)
-        if cooldown > 0:
-            self._push_cooldown(end, target_id, sender)
-        out.append(Send(target_id, p.encode(p.PartnerLeft(reason=reason))))
-        out.append(
-            Event(
-                "room_closed",
-                sender,
-                room_id,
-                {"reason": reason, "duration_s": now - room.created_at},
-            )
-        )
+        ender = room.partner_of(target)
+        if ender.id != sender:
+            return
+        self._close_room(room, ender, target, reason, now, out)
 
     def node_lost(self, node: str, now: float) -> list[Effect]:
         """``node`` stopped heartbeating: its peers are gone, as if disconnected."""
@@ -261,7 +313,7 @@ class ClusterLobby(Lobby):
         for room in list(self.rooms.values()):
             for here, there in ((room.offerer, room.answerer), (room.answerer, room.offerer)):
                 if isinstance(here, Peer) and isinstance(there, RemotePeer) and there.node == node:
-                    self._remote_left(here.id, there.id, room.id, "disconnected", now, out)
+                    self._close_room(room, there, here, "disconnected", now, out)
         return out
 
     def remote_nodes(self) -> set[str]:
@@ -274,5 +326,7 @@ class ClusterLobby(Lobby):
         return nodes
 
     def rejoin_all(self) -> list[QueueOp]:
-        """The shared queue was lost (Redis restarted empty): queue our waiting peers again."""
-        return [QueueOp("join", peer_id) for peer_id in self.queue]
+        """The shared queue may have lost entries (Redis restarted, or was unreachable):
+        join every waiting peer again, under new tickets (the join script keeps the
+        place of an entry that survived)."""
+        return [self._join(peer_id) for peer_id in self.queue]

@@ -9,6 +9,8 @@ call                                  when the I/O layer makes it
 ``connect(peer, now, addr, ice)``     a WebSocket upgrade completed
 ``receive(peer, frame, now)``         a text frame arrived (``bytes`` or ``str``)
 ``receive_binary(peer, now)``         a binary frame arrived
+``charge(peer, frames, now)``         control frames or non-final fragments
+                                      arrived (they cost the same budget)
 ``disconnect(peer, now, reason)``     the socket is gone, for whatever reason
 ``tick(now)``                         at ``next_deadline()`` (queue timeouts,
                                       rematch cooldowns ending)
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from drift.core import protocol as p
+from drift.core.node_messages import Left, NodeMessage, Relay
 from drift.core.protocol import CloseCode, ErrorCode
 from drift.core.ratelimit import TokenBucket
 
@@ -102,15 +105,21 @@ class Forward:
     """Deliver ``message`` to the core of ``node`` (a peer's partner lives there)."""
 
     node: str
-    message: tuple[str, ...]
+    message: NodeMessage
 
 
 @dataclass(frozen=True, slots=True)
 class QueueOp:
-    """Ask the shared queue to ``join``, ``retry`` or ``leave`` for a local peer."""
+    """Ask the shared queue to ``join``, ``retry`` or ``leave`` for a local peer.
+
+    ``ticket`` names the queue entry a ``join`` writes (or a ``retry`` looks
+    for); see :mod:`drift.core.node_messages`. A ``leave`` removes whatever
+    entry the peer has.
+    """
 
     op: Literal["join", "retry", "leave"]
     peer: str
+    ticket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +333,23 @@ class Lobby:
             self._error(peer, ErrorCode.INVALID_STATE, "leave while idle", out)
         return out
 
+    def charge(self, peer_id: str, frames: int, now: float) -> list[Effect]:
+        """Bill ``frames`` wire frames the core never sees (pings, pongs, fragments).
+
+        They cost the same budget as messages, so a flood of them ends in
+        ``rate-limited`` errors and then close 1008, like a flood of messages.
+        """
+        peer = self.peers.get(peer_id)
+        if peer is None or peer.closing:
+            return []
+        out: list[Effect] = []
+        for _ in range(frames):
+            if not peer.bucket.take(now):
+                self._refused(peer, now, out)
+                if peer.closing:
+                    break
+        return out
+
     def disconnect(
         self, peer_id: str, now: float, reason: DisconnectReason = "disconnected"
     ) -> list[Effect]:
@@ -496,24 +522,43 @@ class Lobby:
     def _end_room(self, peer: Peer, reason: p.LeaveReason, now: float, out: list[Effect]) -> None:
         room = peer.room
         assert room is not None
-        partner = room.partner_of(peer)
+        self._close_room(room, peer, room.partner_of(peer), reason, now, out)
+
+    def _close_room(
+        self,
+        room: Room,
+        ender: Member,
+        other: Member,
+        reason: p.LeaveReason,
+        now: float,
+        out: list[Effect],
+    ) -> None:
+        """The room-ending rule, wherever the ending comes from.
+
+        ``ender`` did leave/next/disconnect (here, or on another node: then
+        ``other`` is ours and this node only learns of it); both sides go idle
+        and into their rematch cooldown, and ``other`` gets ``partner-left``.
+        The node of the ender tells the node of the other side, and records the
+        cooldown where the shared queue sees it.
+        """
         del self.rooms[room.id]
         cooldown = self.config.rematch_cooldown
         end = now + cooldown
-        self._leave_room(peer, partner.id, end)
-        if isinstance(partner, Peer):
-            self._leave_room(partner, peer.id, end)
-            out.append(Send(partner.id, _PARTNER_LEFT[reason]))
+        for here, there in ((ender, other), (other, ender)):
+            if isinstance(here, Peer):
+                self._leave_room(here, there.id, end)
+        if isinstance(other, Peer):
+            out.append(Send(other.id, _PARTNER_LEFT[reason]))
         else:
-            out.append(Forward(partner.node, ("left", partner.id, peer.id, room.id, reason)))
+            out.append(Forward(other.node, Left(other.id, ender.id, room.id, reason)))
         if cooldown > 0:
-            self._push_cooldown(end, peer.id, partner.id)
-            if self.shared_queue:
-                out.append(Cooldown(peer.id, partner.id, cooldown))
+            self._push_cooldown(end, ender.id, other.id)
+            if self.shared_queue and isinstance(ender, Peer):
+                out.append(Cooldown(ender.id, other.id, cooldown))
         out.append(
             Event(
                 "room_closed",
-                peer.id,
+                ender.id,
                 room.id,
                 {"reason": reason, "duration_s": now - room.created_at},
             )
@@ -549,7 +594,7 @@ class Lobby:
             out.append(Send(target.id, frame))
         else:
             text = frame if isinstance(frame, str) else frame.decode()
-            out.append(Forward(target.node, ("relay", target.id, peer.id, room.id, text)))
+            out.append(Forward(target.node, Relay(target.id, peer.id, room.id, text)))
 
     def _other_room_peer(self, room: Room, partner: Member) -> Member:
         for other in self.rooms.values():

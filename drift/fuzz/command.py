@@ -26,6 +26,8 @@ from rich.table import Table
 
 from drift.client.urls import ws_url
 from drift.errors import CheckFailed, ConfigError, TargetUnreachable
+from drift.fuzz.attack_command import run_attacks
+from drift.fuzz.attacks import ATTACKS, AttackConfig
 from drift.fuzz.mutate import KINDS
 from drift.fuzz.runner import FuzzConfig, FuzzReport, run_fuzz, stats_url
 
@@ -159,6 +161,44 @@ def is_loopback_url(url: str) -> bool:
     help="Allow a target that is not on loopback (only a server you run).",
 )
 @click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    type=click.Choice([*ATTACKS, "all"]),
+    help="Instead of fuzzing, run this attack (repeatable; 'all') while an honest pair "
+    "measures its latency and /healthz; fails when the pair suffers or the server does "
+    "not end the abuse.",
+)
+@click.option(
+    "--attack-duration",
+    type=click.FloatRange(0.5, 600),
+    default=3.0,
+    show_default=True,
+    help="Seconds each attack runs (longer than the server's --upgrade-timeout for "
+    "idle-sockets and slowloris).",
+)
+@click.option(
+    "--attack-sockets",
+    type=click.IntRange(1, 5000),
+    default=100,
+    show_default=True,
+    help="Sockets opened by idle-sockets and slowloris.",
+)
+@click.option(
+    "--max-ratio",
+    type=click.FloatRange(1.0),
+    default=5.0,
+    show_default=True,
+    help="An honest median under attack may be this many times its baseline (plus 20 ms).",
+)
+@click.option(
+    "--honest-source",
+    default="127.0.0.2",
+    show_default=True,
+    help="Local address of the honest pair, so per-address caps keep it apart from the "
+    "attacker; '' for the default.",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -180,9 +220,17 @@ def fuzz(
     kinds: tuple[str, ...],
     skip_kinds: tuple[str, ...],
     allow_remote: bool,
+    attacks: tuple[str, ...],
+    attack_duration: float,
+    attack_sockets: int,
+    max_ratio: float,
+    honest_source: str,
     report_path: Path | None,
 ) -> None:
-    """Send mutated and random frames from many connections while an honest pair talks."""
+    """Send mutated and random frames from many connections while an honest pair talks.
+
+    With --attack, run abusive connections instead (see drift/fuzz/attacks.py).
+    """
     console = Console(highlight=False)
     if url is not None:
         if urlsplit(url).scheme not in ("ws", "wss"):
@@ -192,6 +240,19 @@ def fuzz(
                 f"{url} is not a loopback address; fuzz only servers you run "
                 "(pass --allow-remote to confirm)"
             )
+    if attacks:
+        names = ATTACKS if "all" in attacks else tuple(dict.fromkeys(attacks))
+        base = AttackConfig(
+            url=url or "",
+            attack="",
+            duration=attack_duration,
+            sockets=attack_sockets,
+            max_ratio=max_ratio,
+            honest_source=honest_source or None,
+            reply_timeout=min(reply_timeout, 2.0),
+        )
+        run_attacks(console, base, names, report_path)
+        return
     seed = seed if seed is not None else secrets.randbits(32)
     cfg = FuzzConfig(
         url=url or "",

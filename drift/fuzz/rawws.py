@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
 import struct
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ class RawWebSocket:
         self._close_sent = False
 
     @classmethod
-    async def connect(cls, url: str, timeout: float) -> RawWebSocket:
+    async def connect(
+        cls, url: str, timeout: float, *, sock: socket.socket | None = None
+    ) -> RawWebSocket:
+        """Open ``url`` (over ``sock`` if given: a socket already connected to its host)."""
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise HandshakeFailed(f"not a ws:// or wss:// URL: {url}")
@@ -90,12 +94,15 @@ class RawWebSocket:
         port = parts.port or (443 if secure else 80)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                parts.hostname,
-                port,
-                ssl=ssl.create_default_context() if secure else None,
-                limit=1 << 20,
-            )
+            tls = ssl.create_default_context() if secure else None
+            if sock is not None:
+                reader, writer = await asyncio.open_connection(
+                    sock=sock, ssl=tls, server_hostname=parts.hostname if tls else None
+                )
+            else:
+                reader, writer = await asyncio.open_connection(
+                    parts.hostname, port, ssl=tls, limit=1 << 20
+                )
             try:
                 key = base64.b64encode(os.urandom(16)).decode()
                 host = parts.netloc.rsplit("@", 1)[-1]

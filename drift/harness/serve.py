@@ -1,171 +1,210 @@
-"""``drift serve`` in a child process, for every tool that needs a server to aim at.
+"""``drift serve`` as a child process, for every tool and test that needs a server to aim at.
 
-simulate's embedded target, the load test's server and the benchmarks' servers
-all start the reference server this way: a separate process, so the tool under
-way never shares the server's CPU, event loop or RSS. It is ready when it
-prints its URL (bound to port 0, read back), never after a sleep. Its output
-goes to a log file (or nowhere) from a background thread, so a chatty server
-can never block on a full pipe.
+simulate's embedded target, the load test's server, the benchmarks' servers,
+``drift serve --workers`` and the tests all start it here: a separate process,
+so the tool under way never shares the server's CPU, event loop or RSS. It
+binds port 0 and is ready when it prints its URL, read back from that line.
+
+Two flavours: :class:`ServeProcess` (blocking; stdout drained to a log by a
+thread) and :class:`AsyncServeProcess` (asyncio; every output line kept, for
+tests that read the server's logs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
 import re
-import selectors
 import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final
+from typing import Any, Final
 
 from drift.client.urls import ws_url
 from drift.errors import ConfigError, DriftError
+from drift.harness.child import Child, NotReady
+from drift.harness.env import child_env
 
 #: What ``drift serve`` prints on stdout once it listens; the one format of it.
 READY_PREFIX: Final = "drift serving on "
 READY_LINE: Final = re.compile(READY_PREFIX + r"(?P<url>https?://\S+)")
+#: ``python -m drift serve``: the program of every server child unless told otherwise.
+DRIFT_SERVE: Final = (sys.executable, "-m", "drift", "serve")
+READY_TIMEOUT: Final = 30.0
 
 
 def ready_message(url: str) -> str:
-    return f"{READY_PREFIX}{url} (WebSocket {url.replace('http', 'ws', 1)}/ws)"
+    return f"{READY_PREFIX}{url} (WebSocket {ws_url(url)})"
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment without ``DRIFT_*`` settings, which would change the server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFT_")}
-    env.update(extra or {})
-    return env
+def serve_command(
+    args: Sequence[str],
+    *,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    program: Sequence[str] = DRIFT_SERVE,
+) -> list[str]:
+    """``program --host HOST --port PORT *args``; ``host=None``: host and port come from ``args``.
+
+    The caller's flags come last: for a repeated click option the last one wins.
+    """
+    listen = [] if host is None else ["--host", host, "--port", str(port)]
+    return [*program, *listen, *args]
 
 
-class ServeProcess:
-    """``python -m drift serve --host HOST --port 0 *args``; a context manager."""
+class ServeProcess(Child):
+    """A server child that prints its URL when ready; ``start()`` returns that URL.
+
+    ``program`` and ``ready`` serve the other servers of the benchmarks (the
+    bare baseline, a profiled drift) that take ``--host``/``--port`` and print a
+    line of their own.
+    """
 
     def __init__(
         self,
-        args: Sequence[str],
+        args: Sequence[str] = (),
         log_path: Path | None = None,
         *,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
+        port: int = 0,
         env: Mapping[str, str] | None = None,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = READY_TIMEOUT,
+        program: Sequence[str] = DRIFT_SERVE,
+        ready: re.Pattern[str] = READY_LINE,
+        name: str = "drift serve",
+        inherit_stderr: bool = False,
     ) -> None:
-        # The caller's flags come last: for a repeated click option the last one wins.
-        self.args = ["--host", host, "--port", "0", *args]
-        self.log_path = log_path
-        self.env = child_env(env)
+        super().__init__(
+            serve_command(args, host=host, port=port, program=program),
+            name=name,
+            log_path=log_path,
+            env=env,
+            inherit_stderr=inherit_stderr,
+        )
         self.ready_timeout = ready_timeout
+        self.ready = ready
         self.url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._drain: threading.Thread | None = None
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "drift", "serve", *self.args]
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
+        return self.argv
 
     @property
     def ws_url(self) -> str:
         return ws_url(self.url)
 
-    def __enter__(self) -> ServeProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> str:
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log or subprocess.DEVNULL,
-            env=self.env,
-        )
-        assert self._proc.stdout is not None
-        self.url = self._wait_ready(self._proc, self._proc.stdout)
-        self._drain = threading.Thread(
-            target=self._copy, args=(self._proc.stdout,), name="drift-server-stdout", daemon=True
-        )
-        self._drain.start()
+        self.spawn()
+        return self.wait_ready()
+
+    def wait_ready(self) -> str:
+        """The URL from the ready line; :class:`ConfigError` if the server exited first."""
+        try:
+            self.url = self.wait_for_line(self.ready, self.ready_timeout)["url"]
+        except NotReady as exc:
+            if exc.code is None:
+                raise DriftError(
+                    f"{self.name} did not print its URL within {self.ready_timeout:g} s"
+                ) from None
+            # A bad --server-arg ends here with click's usage error: a usage problem.
+            raise ConfigError(f"{exc} (before serving)") from None
         return self.url
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], out: IO[bytes]) -> str:
-        deadline = time.monotonic() + self.ready_timeout
-        buffered = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(out, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(out.fileno(), 4096)
-                if not chunk:  # stdout closed: the server exited
-                    break
-                buffered += chunk
-                if self._log is not None:
-                    self._log.write(chunk)
-                if match := READY_LINE.search(buffered.decode(errors="replace")):
-                    return match["url"]
-        self.stop()
-        code = proc.poll()
-        why = self._last_log_line() or "no output"
-        if code is None:
-            raise DriftError(f"the server did not print its URL within {self.ready_timeout:g} s")
-        # A bad --server-arg ends here with click's usage error: a usage problem.
-        raise ConfigError(f"the server exited with code {code} before serving: {why}")
 
-    def _last_log_line(self) -> str:
-        if self.log_path is None:
-            return ""
+class AsyncServeProcess:
+    """``drift serve`` on the caller's event loop; every stdout and stderr line is kept."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.url = ""
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    @property
+    def ws_url(self) -> str:
+        return ws_url(self.url)
+
+    @classmethod
+    async def start(
+        cls,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        host: str | None = "127.0.0.1",
+        timeout: float = READY_TIMEOUT,
+        program: Sequence[str] = DRIFT_SERVE,
+    ) -> AsyncServeProcess:
+        """Start ``drift serve --host HOST --port 0 *args`` and wait for its URL line."""
+        proc = await asyncio.create_subprocess_exec(
+            *serve_command(args, host=host, program=program),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=child_env(env),
+        )
+        self = cls(proc)
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers.append(asyncio.create_task(self._collect(proc.stderr, self.stderr)))
         try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1][:300] if lines else ""
+            async with asyncio.timeout(timeout):
+                while not self.url:
+                    raw = await proc.stdout.readline()
+                    if not raw:
+                        await proc.wait()
+                        await asyncio.gather(*self._readers)
+                        raise NotReady(
+                            f"drift serve exited with code {proc.returncode}: {self.output()}",
+                            proc.returncode,
+                        )
+                    line = raw.decode(errors="replace")
+                    self.stdout.append(line)
+                    if match := READY_LINE.search(line):
+                        self.url = match["url"]
+        except BaseException:
+            await self.kill()
+            raise
+        self._readers.append(asyncio.create_task(self._collect(proc.stdout, self.stdout)))
+        return self
 
-    def _copy(self, out: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for chunk in iter(lambda: out.read1(65536), b""):  # type: ignore[attr-defined]
-                if self._log is not None:
-                    self._log.write(chunk)
+    @staticmethod
+    async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+        async for raw in stream:
+            into.append(raw.decode(errors="replace"))
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (the server drains), then SIGKILL after ``timeout``; the exit code."""
-        proc = self._proc
-        code: int | None = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            code = proc.returncode
-            if self._drain is not None:
-                self._drain.join(timeout=2)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float) -> int:
+        """Exit status, once the process has exited and its output is fully read."""
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
         return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def output(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
+        """``GET url+path``: (status, body)."""
+        import aiohttp  # only the tests' and tools' async side needs it
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.url + path, **kwargs) as resp,
+        ):
+            return resp.status, await resp.text()

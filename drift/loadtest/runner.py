@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from drift.harness.env import child_env
+from drift.harness.ports import free_port
 from drift.loadtest.scenario import Scenario
 from drift.resources import data_dir
 
@@ -28,13 +28,6 @@ SAMPLES_NAME = "samples.csv"
 
 def locustfile() -> Path:
     return data_dir("loadtest") / "locustfile.py"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -51,11 +44,13 @@ class LocustPlan:
         return math.ceil(self.scenario.duration_s)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["DRIFT_SCENARIO"] = str(self.scenario_path)
-        env["DRIFT_LOADTEST_SAMPLES"] = str(self.out_dir / SAMPLES_NAME)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return child_env(
+            {
+                "DRIFT_SCENARIO": str(self.scenario_path),
+                "DRIFT_LOADTEST_SAMPLES": str(self.out_dir / SAMPLES_NAME),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
 
     def main_command(self) -> list[str]:
         s = self.scenario

@@ -7,6 +7,7 @@ default is never written twice.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -19,6 +20,20 @@ from drift.serve.turn_credentials import IceServerSource
 #: Any scheme, for hybrid apps (capacitor://localhost); never "null", which
 #: every sandboxed iframe sends.
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+class Unsafe(enum.StrEnum):
+    """Protections of ``drift serve`` that a test can switch off, one at a time.
+
+    TESTING ONLY: each brings back a defect that ``drift fuzz --attack`` must
+    catch, to prove the attack finds it (like :class:`~drift.core.lobby.Fault`
+    for the protocol checkers).
+    """
+
+    FREE_CONTROL_FRAMES = "free-control-frames"  # pings, pongs, fragments cost nothing
+    READ_AFTER_CLOSE = "read-after-close"  # keep parsing a peer the server is closing
+    AWAIT_WRITES = "await-writes"  # a frame's sender waits for its receiver to read
+    UNBOUNDED_UPGRADES = "unbounded-upgrades"  # no deadline or cap before the upgrade
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,17 @@ class ServerConfig:
     max_pending_bytes: int = 128 * 1024
     #: seconds after which a node that stopped heartbeating counts as dead
     node_ttl: float = 5.0
+    #: seconds a peer's unsent frames may wait without one byte being taken
+    #: before it counts as not reading and is cut off; 0 = never
+    send_timeout: float = 10.0
+    #: seconds a new socket has to finish its first HTTP request (the upgrade)
+    upgrade_timeout: float = 10.0
+    #: seconds an HTTP socket may stay idle between two requests
+    keepalive_timeout: float = 5.0
+    #: sockets that have not finished their first request yet (also per address,
+    #: at most ``max_connections_per_ip`` each, unless ``trust_proxy``)
+    max_handshakes: int = 512
+    unsafe: frozenset[Unsafe] = frozenset()
 
     def __post_init__(self) -> None:
         for origin in self.allowed_origins:

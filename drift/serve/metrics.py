@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from drift.core.lobby import Lobby
+
+if TYPE_CHECKING:
+    from drift.serve.http import SocketGate
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -89,14 +92,39 @@ class _ClusterCollector(Collector):
             yield GaugeMetricFamily(name, doc, float(cluster.get(key, 0)))
 
 
+class _SocketCollector(Collector):
+    """Sockets that have not finished their HTTP request (the upgrade) yet."""
+
+    def __init__(self, gate: SocketGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "drift_http_pending_sockets",
+            "Sockets that have not finished their first HTTP request yet",
+            self._gate.pending,
+        )
+        dropped = CounterMetricFamily(
+            "drift_http_sockets_dropped",
+            "Sockets dropped before their first request: over the cap, or past the deadline",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._gate.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+
+
 class Metrics:
     def __init__(
         self,
         lobby: Callable[[], Lobby],
         cluster: Callable[[], Mapping[str, Any] | None] | None = None,
+        gate: SocketGate | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_LobbyCollector(lobby))
+        if gate is not None:
+            self.registry.register(_SocketCollector(gate))
         if cluster is not None:
             self.registry.register(_ClusterCollector(cluster))
         ProcessCollector(registry=self.registry)

@@ -24,6 +24,7 @@ the scripts touch keys they compute):
 =======================  ====================================================
 ``queue``                list of waiting peer ids, oldest first
 ``peers``                hash peer id -> node id, for queued peers
+``tickets``              hash peer id -> ticket of its entry (the join that wrote it)
 ``cool:<a>:<b>``         present while a and b may not be paired (a < b)
 ``node:<id>``            JSON figures of a live node, expires after node_ttl
 ``nodes``                set of node ids ever seen (pruned when dead)
@@ -41,12 +42,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from drift.core.cluster import ClusterLobby, QueueResult
+from drift.core import node_messages
+from drift.core.cluster import ClusterLobby
 from drift.core.lobby import Cooldown, Effect, Forward, QueueOp
 
 log = logging.getLogger("drift.redis")
@@ -55,7 +56,7 @@ log = logging.getLogger("drift.redis")
 # shared-queue half (FIFO + not yourself + not cooling down + alive), run
 # atomically inside Redis. Returns the partner and this peer's part.
 _FIND: Final = """
-local q, peers, pre = KEYS[1], KEYS[2], ARGV[1]
+local q, peers, tickets, pre = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local function alive(node)
   return node and redis.call('EXISTS', pre .. 'node:' .. node) == 1
 end
@@ -90,28 +91,41 @@ local function find(me)
   for _, d in ipairs(dead) do
     redis.call('LREM', q, 1, d)
     redis.call('HDEL', peers, d)
+    redis.call('HDEL', tickets, d)
   end
   return found, node, mine
+end
+-- Takes an entry out of the queue; returns the ticket it carried.
+local function pop(id)
+  local ticket = redis.call('HGET', tickets, id) or '0'
+  redis.call('LREM', q, 1, id)
+  redis.call('HDEL', peers, id)
+  redis.call('HDEL', tickets, id)
+  return ticket
 end
 """
 
 JOIN_SCRIPT: Final = (
     _FIND
     + """
-local me, node, maxq, never = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-if redis.call('HEXISTS', peers, me) == 1 then return {'waiting'} end
+local me, node, maxq, never, ticket = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+if redis.call('HEXISTS', peers, me) == 1 then
+  -- Already queued (a re-join after an outage): keep the place, take the new ticket.
+  redis.call('HSET', tickets, me, ticket)
+  return {'waiting'}
+end
 if never ~= '1' then
   local found, fnode = find(me)
   if found then
-    redis.call('LREM', q, 1, found)
-    redis.call('HDEL', peers, found)
+    local fticket = pop(found)
     redis.call('INCR', pre .. 'matches')
-    return {'matched', found, fnode, 'newcomer'}
+    return {'matched', found, fnode, fticket, 'newcomer'}
   end
 end
 if redis.call('LLEN', q) >= maxq then return {'full'} end
 redis.call('RPUSH', q, me)
 redis.call('HSET', peers, me, node)
+redis.call('HSET', tickets, me, ticket)
 return {'waiting'}
 """
 )
@@ -121,35 +135,36 @@ return {'waiting'}
 RETRY_SCRIPT: Final = (
     _FIND
     + """
-local me, never = ARGV[2], ARGV[5]
-if redis.call('HEXISTS', peers, me) == 0 then return {'gone'} end
+local me, never, ticket = ARGV[2], ARGV[5], ARGV[6]
+if redis.call('HGET', tickets, me) ~= ticket then return {'gone'} end
 if never == '1' then return {'waiting'} end
 local found, fnode, mine = find(me)
 if not found then return {'waiting'} end
-redis.call('LREM', q, 1, found)
-redis.call('LREM', q, 1, me)
-redis.call('HDEL', peers, found, me)
+local fticket = pop(found)
+pop(me)
 redis.call('INCR', pre .. 'matches')
-if mine == -1 then return {'matched', found, fnode, 'newcomer'} end
-return {'matched', found, fnode, 'waited'}
+if mine == -1 then return {'matched', found, fnode, fticket, 'newcomer'} end
+return {'matched', found, fnode, fticket, 'waited'}
 """
 )
 
 LEAVE_SCRIPT: Final = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
 # Drops queue entries of dead nodes so the queue length is true after a crash.
 SWEEP_SCRIPT: Final = """
-local q, peers, pre = KEYS[1], KEYS[2], ARGV[1]
+local q, peers, tickets, pre = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local removed = 0
 for _, cand in ipairs(redis.call('LRANGE', q, 0, -1)) do
   local n = redis.call('HGET', peers, cand)
   if not n or redis.call('EXISTS', pre .. 'node:' .. n) == 0 then
     redis.call('LREM', q, 1, cand)
     redis.call('HDEL', peers, cand)
+    redis.call('HDEL', tickets, cand)
     removed = removed + 1
   end
 end
@@ -160,7 +175,7 @@ QUEUE_SCRIPTS: Final = {"join": JOIN_SCRIPT, "retry": RETRY_SCRIPT, "leave": LEA
 
 
 def queue_keys(prefix: str) -> list[str]:
-    return [prefix + "queue", prefix + "peers"]
+    return [prefix + "queue", prefix + "peers", prefix + "tickets"]
 
 
 def queue_op_args(
@@ -169,14 +184,10 @@ def queue_op_args(
     """The ARGV of ``QUEUE_SCRIPTS[op.op]`` (KEYS are ``queue_keys(prefix)``)."""
     if op.op == "leave":
         return [op.peer]
-    return [prefix, op.peer, node, max_queue, never]
+    return [prefix, op.peer, node, max_queue, never, op.ticket]
 
 
 Apply = Callable[[Sequence[Effect]], Awaitable[None]]
-
-# Node messages are tuples of strings; decoding validates that in one pass.
-_encode: Final = msgspec.json.Encoder().encode
-_decode: Final = msgspec.json.Decoder(tuple[str, ...]).decode
 
 
 class RedisBackend:
@@ -281,8 +292,8 @@ class RedisBackend:
             now = loop.time()
             for op, result in zip(batch, results, strict=True):
                 if isinstance(op, QueueOp) and op.op != "leave":
-                    answer: QueueResult = tuple(result) if result else ("unavailable",)
-                    effects += self.lobby.queue_result(op.peer, answer, now)
+                    answer = node_messages.queue_result(result)
+                    effects += self.lobby.queue_result(op, answer, now)
             if effects:
                 await self._apply(effects)
             for _ in range(taken):
@@ -302,7 +313,7 @@ class RedisBackend:
                     args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
                     await self._scripts[op.op](keys=self._queue_keys, args=args, client=pipe)
                 elif isinstance(op, Forward):
-                    pipe.publish(pre + "inbox:" + op.node, _encode(op.message))
+                    pipe.publish(pre + "inbox:" + op.node, node_messages.encode(op.message))
                 else:
                     a, b = sorted((op.a, op.b))
                     pipe.set(f"{pre}cool:{a}:{b}", 1, px=max(1, int(op.seconds * 1000)))
@@ -324,9 +335,8 @@ class RedisBackend:
                 async for msg in pubsub.listen():
                     if msg.get("type") != "message":
                         continue
-                    try:
-                        message = _decode(msg["data"])
-                    except msgspec.DecodeError:
+                    message = node_messages.decode(msg["data"])
+                    if message is None:
                         continue  # not from a drift node; nothing to deliver
                     await self._apply(self.lobby.deliver(message, loop.time()))
             except (RedisError, OSError) as exc:

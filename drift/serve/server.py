@@ -4,6 +4,20 @@ The WebSocket handler only moves bytes: frame in -> ``Lobby`` -> effects out.
 Every protocol rule is in the core; what lives here is what needs a socket, an
 HTTP request or a clock: Origin checks, security headers, heartbeats, timers,
 logs, metrics and graceful shutdown (first signal drains, second forces).
+
+One connection must never slow down another, so:
+
+- nothing here awaits a write: a frame for a peer is appended to that peer's
+  socket buffer (its outbound queue, bounded by ``max_pending_bytes``) and the
+  event loop's writer drains it; a peer whose queue takes no byte for
+  ``send_timeout`` seconds is cut off. The sender, the ticker and the Redis
+  worker go on at once whatever the receiver does;
+- every frame a client sends costs from its budget, control frames and
+  fragments included (:mod:`drift.serve.frames`);
+- once the server decides to close a connection it stops reading it and
+  aborts it after :data:`CLOSE_GRACE` seconds at most;
+- sockets that have not finished their HTTP request are capped and given a
+  deadline (:mod:`drift.serve.http`).
 """
 
 from __future__ import annotations
@@ -13,10 +27,11 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import secrets
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,7 +43,15 @@ from drift.core.cluster import ClusterLobby
 from drift.core.lobby import Close, Event, Fault, Lobby, Send
 from drift.core.protocol import MAX_FRAME_BYTES, CloseCode
 from drift.resources import data_dir
-from drift.serve.config import ServerConfig
+from drift.serve.config import ServerConfig, Unsafe
+from drift.serve.frames import FrameGate
+from drift.serve.http import (
+    CONTENT_SECURITY_POLICY,
+    SECURITY_HEADERS,
+    DriftRequestHandler,
+    GatedRunner,
+    SocketGate,
+)
 from drift.serve.logs import get_logger
 from drift.serve.metrics import Metrics, rss_bytes
 
@@ -37,28 +60,79 @@ if TYPE_CHECKING:
 
 log = get_logger("drift.serve.server")
 
-# script/style from our own origin only: no inline script, no eval. The page
-# needs camera/microphone streams (mediastream:/blob:) and a WebSocket back to
-# this server ('self' covers ws:/wss: of the same host in CSP level 3).
-CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Permissions-Policy": "camera=(self), microphone=(self), geolocation=(), payment=(), usb=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-_RESET_ERRORS: Final = (ConnectionResetError, ClientConnectionResetError, RuntimeError)
+#: What a peer going away looks like from here: an ordinary disconnect, never a bug.
+_RESET_ERRORS: Final = (ConnectionError, ClientConnectionResetError, RuntimeError)
 #: Closes aiohttp performs on its own for a bad frame (counted like the core's).
-_PROTOCOL_CLOSES: Final = frozenset({WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT})
+_PROTOCOL_CLOSES: Final = frozenset(
+    {WSCloseCode.PROTOCOL_ERROR, WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT}
+)
 #: JSON endpoints a page of an allowed origin may read cross-origin.
 CORS_PATHS: Final = frozenset({"/healthz", "/stats"})
 #: A second signal exits with 128 + its number, like a process killed by it.
 FORCED_EXIT_BASE: Final = 128
+#: Seconds between the decision to close a connection and its abort: room for
+#: the close handshake, and no more.
+CLOSE_GRACE: Final = 1.0
+#: aiohttp's close timeout, with the read-after-close defect switched back on.
+_UNSAFE_CLOSE_WAIT: Final = 10.0
+
+__all__ = ["CLOSE_GRACE", "CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "Server", "run_server"]
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def frame_header(length: int) -> bytes:
+    """The header of a final, unmasked text frame (servers never mask, RFC 6455 5.1)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
+
+
+class LingeringWebSocket(web.WebSocketResponse):
+    """A WebSocket whose socket outlives a server-initiated close by the grace.
+
+    aiohttp closes the socket right after the close frame. If the peer is still
+    sending, unread bytes make the kernel answer with a reset, and the reset
+    makes the peer's kernel drop our close frame before the peer reads it. So
+    once ``linger`` is set the socket stays open, read and thrown away by the
+    frame gate, until the peer closes it or the server aborts it at the grace.
+    """
+
+    linger = False
+
+    def _close_transport(self) -> None:
+        if not self.linger:
+            super()._close_transport()
+
+
+class Connection:
+    """One upgraded WebSocket: its socket, its frame gate, and its outbound queue's state."""
+
+    __slots__ = ("abort_at", "closing", "gate", "mark", "sent", "stall_timer", "transport", "ws")
+
+    def __init__(self, ws: LingeringWebSocket, transport: asyncio.Transport) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.gate: FrameGate | None = None
+        #: set once the server decided to close: nothing more is sent or read
+        self.closing = False
+        #: loop time at which the socket is aborted, once closing (0: not set)
+        self.abort_at = 0.0
+        #: bytes this server has handed to the socket in total
+        self.sent = 0
+        #: (queued bytes, ``sent``) when the stall timer was armed
+        self.mark = (0, 0)
+        self.stall_timer: asyncio.TimerHandle | None = None
 
 
 def new_id() -> str:
@@ -75,16 +149,29 @@ class Server:
         self.backend: RedisBackend | None = None
         if self.config.redis_url:
             self.lobby, self.backend = self._cluster_node(self.config.redis_url)
-        self.metrics = Metrics(lambda: self.lobby, self.cluster_stats)
+        unsafe = self.config.unsafe
+        self._await_writes = Unsafe.AWAIT_WRITES in unsafe
+        self._read_after_close = Unsafe.READ_AFTER_CLOSE in unsafe
+        self._free_control = Unsafe.FREE_CONTROL_FRAMES in unsafe
+        self.gate: SocketGate | None = None
+        if Unsafe.UNBOUNDED_UPGRADES not in unsafe:
+            self.gate = SocketGate(
+                self.config.max_handshakes,
+                # Behind a proxy every socket comes from the proxy's address.
+                0 if self.config.trust_proxy else self.config.max_connections_per_ip,
+                self.config.upgrade_timeout,
+            )
+        self.metrics = Metrics(lambda: self.lobby, self.cluster_stats, self.gate)
         self.url = ""
         self.port = 0
         self.draining = False
+        self.fd_limit = 0
         self._ice = self.config.ice_servers()
-        # Below aiohttp's writer_limit (256 KiB), where a send starts to block.
-        self._max_pending = min(self.config.max_pending_bytes, 255 * 1024)
-        self._sockets: dict[str, web.WebSocketResponse] = {}
-        # Kept to abort connections that cannot be closed politely by the deadline.
-        self._transports: dict[str, asyncio.Transport] = {}
+        self._max_pending = self.config.max_pending_bytes
+        self._conns: dict[str, Connection] = {}
+        self._no_conns = asyncio.Event()
+        self._no_conns.set()
+        self._closing_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -119,13 +206,18 @@ class Server:
     async def start(self) -> str:
         # The loop's clock, bound once: the core's `now` for frames and ticks alike.
         self._now_fn = asyncio.get_running_loop().time
+        self.fd_limit = raise_descriptor_limit()
         if self.backend is not None:
             await self.backend.start()
-        self._runner = web.AppRunner(
+        unbounded = self.gate is None
+        self._runner = GatedRunner(
             self.app,
+            self.gate,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.config.shutdown_timeout,
+            # aiohttp's default keeps an idle socket for an hour.
+            **({} if unbounded else {"keepalive_timeout": self.config.keepalive_timeout}),
         )
         await self._runner.setup()
         site = web.TCPSite(
@@ -146,38 +238,38 @@ class Server:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self._ticker = asyncio.create_task(self._tick_loop(), name="drift-ticker")
-        log.info("server_started", extra={"fields": {"url": self.url, "pid": os.getpid()}})
+        fields: dict[str, object] = {"url": self.url, "pid": os.getpid(), "fd_limit": self.fd_limit}
+        log.info("server_started", extra={"fields": fields})
+        # Every socket is a descriptor: upgraded ones (max_connections), those
+        # not upgraded yet (max_handshakes), plus the process's own few dozen.
+        wanted = self.config.max_connections + self.config.max_handshakes + 64
+        if self.fd_limit < wanted:
+            log.warning(
+                "fd_limit_low",
+                extra={"fields": {"fd_limit": self.fd_limit, "caps_need": wanted}},
+            )
         return self.url
 
     async def shutdown(self) -> None:
         """Drain: refuse new work, close every WebSocket with 1001, then stop listening.
 
-        Bounded by ``shutdown_timeout``: a peer that does not read (so its close
-        frame cannot be flushed) has its connection aborted at the deadline
-        instead of holding the process up.
+        Bounded: every close aborts its connection after ``CLOSE_GRACE`` (a peer
+        that does not read cannot hold the process up), and the whole drain by
+        ``shutdown_timeout``.
         """
         if self.draining:
             return
         self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.shutdown_timeout
-        log.info("server_draining", extra={"fields": {"connections": len(self._sockets)}})
-        sockets = dict(self._sockets)
-        for _ in sockets:
+        log.info("server_draining", extra={"fields": {"connections": len(self._conns)}})
+        for conn in list(self._conns.values()):
             self.lobby.note_close(CloseCode.GOING_AWAY)
-        closes = [
-            ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
-            for ws in sockets.values()
-        ]
-        if closes:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await asyncio.gather(*closes, return_exceptions=True)
-            except TimeoutError:
-                stuck = [peer for peer in sockets if peer in self._transports]
-                log.warning("server_shutdown_timeout", extra={"fields": {"aborted": len(stuck)}})
-                for peer in stuck:
-                    self._transports[peer].abort()
+            self._close(conn, CloseCode.GOING_AWAY, "server shutting down")
+        try:
+            await asyncio.wait_for(self._no_conns.wait(), self.config.shutdown_timeout)
+        except TimeoutError:
+            log.warning("server_shutdown_timeout", extra={"fields": {"left": len(self._conns)}})
+            for conn in self._conns.values():
+                conn.transport.abort()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -229,46 +321,85 @@ class Server:
     def _now(self) -> float:
         return self._now_fn()
 
-    def _send(self, effect: Send) -> Coroutine[Any, Any, None] | None:
-        """The one way a frame goes out: the write to await, or None when there is none.
+    def _send(self, effect: Send) -> None:
+        """The one way a frame goes out: onto the peer's queue, never awaited.
 
-        A gone socket is skipped; a peer that stopped reading is cut off, since
-        waiting for it would stall the sender (or the ticker, or the Redis
-        worker) behind one dead peer.
+        A gone or closing peer is skipped. A peer whose queue passes
+        ``max_pending_bytes`` is cut off at once; one whose queue takes no byte
+        for ``send_timeout`` seconds, when the stall timer finds it so.
         """
-        ws = self._sockets.get(effect.peer)
-        if ws is None or ws.closed:
-            return None
-        transport = self._transports.get(effect.peer)
-        if (
-            transport is not None
-            and self._max_pending
-            and transport.get_write_buffer_size() > self._max_pending
-        ):
-            log.warning("peer_stalled", extra={"fields": {"peerId": effect.peer}})
-            self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
-            transport.abort()
-            return None
+        conn = self._conns.get(effect.peer)
+        if conn is None or conn.closing:
+            return
+        transport = conn.transport
+        if transport.is_closing():
+            return
         data = effect.data
-        if isinstance(data, str):
-            return ws.send_str(data)
-        return ws.send_frame(data, WSMsgType.TEXT)
+        payload = data.encode() if isinstance(data, str) else data
+        frame = frame_header(len(payload)) + payload
+        transport.write(frame)
+        conn.sent += len(frame)
+        queued = transport.get_write_buffer_size()
+        if not queued:
+            return
+        if self._max_pending and queued > self._max_pending:
+            self._cut_off(conn, effect.peer, "max_pending_bytes")
+        elif conn.stall_timer is None and self.config.send_timeout > 0:
+            self._arm_stall_timer(conn, effect.peer, queued)
 
-    async def _apply(self, effects: Iterable[core.Effect]) -> None:
+    def _arm_stall_timer(self, conn: Connection, peer: str, queued: int) -> None:
+        conn.mark = (queued, conn.sent)
+        loop = asyncio.get_running_loop()
+        conn.stall_timer = loop.call_later(self.config.send_timeout, self._check_stall, conn, peer)
+
+    def _check_stall(self, conn: Connection, peer: str) -> None:
+        conn.stall_timer = None
+        if conn.closing or conn.transport.is_closing():
+            return
+        queued = conn.transport.get_write_buffer_size()
+        if not queued:
+            return
+        was_queued, was_sent = conn.mark
+        drained = was_queued + (conn.sent - was_sent) - queued
+        if drained <= 0:
+            self._cut_off(conn, peer, "send_timeout")
+        else:
+            self._arm_stall_timer(conn, peer, queued)
+
+    def _cut_off(self, conn: Connection, peer: str, why: str) -> None:
+        """A peer that does not read: drop it without a close frame (it would not read that)."""
+        log.warning("peer_stalled", extra={"fields": {"peerId": peer, "why": why}})
+        self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
+        conn.closing = True
+        if conn.gate is not None:
+            conn.gate.shut()
+        conn.transport.abort()
+
+    async def _send_awaited(self, effect: Send) -> None:
+        """Unsafe.AWAIT_WRITES: the write as it used to be, awaited by whoever sent it."""
+        conn = self._conns.get(effect.peer)
+        if conn is None or conn.ws.closed:
+            return
+        queued = conn.transport.get_write_buffer_size()
+        if self._max_pending and queued > min(self._max_pending, 255 * 1024):
+            self._cut_off(conn, effect.peer, "max_pending_bytes")
+            return
+        data = effect.data
+        with contextlib.suppress(*_RESET_ERRORS):
+            await conn.ws.send_frame(
+                data.encode() if isinstance(data, str) else data, WSMsgType.TEXT
+            )
+
+    def _apply_now(self, effects: Iterable[core.Effect]) -> None:
         only_sends = True
         for effect in effects:
             if isinstance(effect, Send):
-                sending = self._send(effect)
-                if sending is not None:
-                    try:
-                        await sending
-                    except _RESET_ERRORS:
-                        continue  # the receiver is going away; its own handler cleans up
+                self._send(effect)
             elif isinstance(effect, Close):
                 only_sends = False
-                ws = self._sockets.get(effect.peer)
-                if ws is not None and not ws.closed:
-                    await ws.close(code=effect.code, message=effect.reason.encode())
+                conn = self._conns.get(effect.peer)
+                if conn is not None:
+                    self._close(conn, effect.code, effect.reason)
             elif isinstance(effect, Event):
                 only_sends = False
                 self._observe(effect)
@@ -280,6 +411,41 @@ class Server:
         deadline = self.lobby.next_deadline()
         if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
             self._wake.set()
+
+    async def _apply(self, effects: Iterable[core.Effect]) -> None:
+        """Perform effects (the ticker's, the Redis worker's); awaits nothing but in unsafe mode."""
+        if not self._await_writes:
+            self._apply_now(effects)
+            return
+        for effect in effects:
+            if isinstance(effect, Send):
+                await self._send_awaited(effect)
+            else:
+                self._apply_now((effect,))
+
+    def _close(self, conn: Connection, code: int, reason: str) -> None:
+        """Close a peer's connection: stop reading it, send the close, abort after the grace."""
+        if conn.closing:
+            return
+        conn.closing = True
+        if conn.gate is not None:
+            conn.gate.shut()
+        if not self._read_after_close:
+            conn.ws.linger = True
+            loop = asyncio.get_running_loop()
+            conn.abort_at = loop.time() + CLOSE_GRACE
+            loop.call_at(conn.abort_at, conn.transport.abort)
+        task = asyncio.create_task(self._close_ws(conn.ws, code, reason))
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    async def _close_ws(self, ws: LingeringWebSocket, code: int, reason: str) -> None:
+        with contextlib.suppress(TimeoutError, *_RESET_ERRORS):
+            if self._read_after_close:
+                await ws.close(code=code, message=reason.encode())
+                return
+            async with asyncio.timeout(CLOSE_GRACE):
+                await ws.close(code=code, message=reason.encode())
 
     def _observe(self, event: core.Event) -> None:
         fields: dict[str, object] = {}
@@ -326,6 +492,9 @@ class Server:
         return app
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.gate is not None:
+            # A request arrived whole: this socket has met its upgrade deadline.
+            self.gate.served(request.protocol)
         response.headers.update(SECURITY_HEADERS)
         if request.path not in CORS_PATHS:
             return
@@ -343,12 +512,18 @@ class Server:
         return f"{scheme}://{host}"
 
     def _origin_allowed(self, request: web.Request, origin: str) -> bool:
-        return origin in self.config.allowed_origins or origin == self._own_origin(request)
+        if self.config.allowed_origins:
+            # Only the list: Host is whatever name the browser used, so a page
+            # served from a name rebound to this server's address (DNS
+            # rebinding) would otherwise count as "our own origin".
+            return origin in self.config.allowed_origins
+        return origin == self._own_origin(request)
 
     def _client_addr(self, request: web.Request) -> str:
         if self.config.trust_proxy:
-            forwarded = request.headers.get("X-Forwarded-For")
-            if forwarded:
+            # One list, however many header lines carry it (RFC 9110 5.3).
+            forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+            if forwarded.strip():
                 # The rightmost entry is the one our own proxy appended; the
                 # ones to its left are whatever the client chose to send.
                 return forwarded.rsplit(",", 1)[-1].strip()
@@ -388,6 +563,27 @@ class Server:
 
     # ------------------------------------------------------------ WebSocket
 
+    def _frame_gate(self, peer_id: str, conn: Connection) -> FrameGate:
+        lobby, now = self.lobby, self._now_fn
+
+        def on_frames(frames: int) -> None:
+            effects = lobby.charge(peer_id, frames, now())
+            if effects:
+                self._apply_now(effects)
+
+        def on_violation() -> None:
+            log.warning("peer_unmasked_frame", extra={"fields": {"peerId": peer_id}})
+            lobby.note_close(WSCloseCode.PROTOCOL_ERROR)
+            self._close(conn, WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
+
+        return FrameGate(
+            conn.transport,
+            on_frames,
+            on_violation,
+            billing=not self._free_control,
+            stop_after_close=not self._read_after_close,
+        )
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
             raise web.HTTPServiceUnavailable(text="server is shutting down")
@@ -395,59 +591,75 @@ class Server:
         if origin is not None and not self._origin_allowed(request, origin):
             log.warning("origin_refused", extra={"fields": {"origin": origin[:200]}})
             raise web.HTTPForbidden(text="origin not allowed")
-        ws = web.WebSocketResponse(
+        transport = request.transport
+        if transport is None:
+            raise web.HTTPBadRequest(text="connection lost")
+        ws = LingeringWebSocket(
             compress=False,
             # aiohttp refuses a frame of exactly max_msg_size; the protocol accepts 65,536.
             max_msg_size=MAX_FRAME_BYTES + 1,
             heartbeat=self.config.heartbeat or None,
+            # How long a close waits for the peer's close reply.
+            timeout=_UNSAFE_CLOSE_WAIT if self._read_after_close else CLOSE_GRACE,
         )
-        await ws.prepare(request)
         peer_id = new_id()
+        conn = Connection(ws, transport)
+        conn.gate = gate = self._frame_gate(peer_id, conn)
+        protocol = request.protocol
+        if isinstance(protocol, DriftRequestHandler):
+            protocol.frame_gate = gate
+        try:
+            await ws.prepare(request)
+        except _RESET_ERRORS:
+            return ws  # gone during the handshake: nothing to clean up
         lobby = self.lobby
-        self._sockets[peer_id] = ws
-        if request.transport is not None:
-            self._transports[peer_id] = request.transport
+        self._conns[peer_id] = conn
+        self._no_conns.clear()
         ice = self._ice(peer_id, time.time())
         # Bound once: this loop runs for every frame of every peer.
-        now, receive, apply, send = self._now_fn, lobby.receive, self._apply, self._send
+        now, receive, send, apply_now = self._now_fn, lobby.receive, self._send, self._apply_now
+        awaiting = self._await_writes
         text = WSMsgType.TEXT
         try:
-            await apply(lobby.connect(peer_id, now(), self._client_addr(request), ice))
-            while not ws.closed:
-                msg = await ws.receive()
+            apply_now(lobby.connect(peer_id, now(), self._client_addr(request), ice))
+            while True:
+                try:
+                    msg = await ws.receive()
+                except _RESET_ERRORS:
+                    break  # the peer reset the connection: an ordinary disconnect
                 if msg.type is text:
                     effects = receive(peer_id, msg.data, now())
                 elif msg.type is WSMsgType.BINARY:
                     effects = lobby.receive_binary(peer_id, now())
                 elif msg.type is WSMsgType.ERROR:
-                    # aiohttp has already closed with the error's code (1009 too
-                    # big, 1007 bad UTF-8); ws.close_code then holds the code of
-                    # the peer's close reply, so read it from the error itself.
+                    # aiohttp has already closed with the error's code (1002
+                    # framing, 1009 too big, 1007 bad UTF-8); ws.close_code then
+                    # holds the code of the peer's close reply, so read it from
+                    # the error itself.
                     error = msg.data
                     if isinstance(error, WebSocketError) and error.code in _PROTOCOL_CLOSES:
                         lobby.note_close(error.code)
                     break
                 else:
                     break
-                if len(effects) == 1 and type(effects[0]) is Send:
-                    # A relay (or a lone error frame): the hot path, without the
-                    # coroutine of _apply around the one write.
-                    sending = send(effects[0])
-                    if sending is not None:
-                        with contextlib.suppress(*_RESET_ERRORS):
-                            await sending
-                    continue
-                await apply(effects)
+                if awaiting:
+                    await self._apply(effects)
+                elif len(effects) == 1 and type(effects[0]) is Send:
+                    send(effects[0])  # a relay (or a lone error frame): the hot path
+                else:
+                    apply_now(effects)
         except Exception:
-            # A bug, never bad input (that is an error frame): say so with the
-            # close code docs/protocol.md reserves for it, then clean up as usual.
+            # A bug, never bad input (that is an error frame) nor a peer going
+            # away: say so with the close code docs/protocol.md reserves for it.
             log.exception("ws_handler_crashed", extra={"fields": {"peerId": peer_id}})
             lobby.note_close(CloseCode.INTERNAL_ERROR)
-            if not ws.closed:
-                await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
+            self._close(conn, CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            del self._sockets[peer_id]
-            self._transports.pop(peer_id, None)
+            del self._conns[peer_id]
+            if not self._conns:
+                self._no_conns.set()
+            if conn.stall_timer is not None:
+                conn.stall_timer.cancel()
             timed_out = isinstance(ws.exception(), TimeoutError)
             if timed_out:
                 # Dropped by the heartbeat: no close frame went out (the peer is
@@ -456,7 +668,23 @@ class Server:
             gone = lobby.disconnect(
                 peer_id, self._now(), "timeout" if timed_out else "disconnected"
             )
-            await self._apply(gone)
+            if awaiting:
+                await self._apply(gone)
+            else:
+                apply_now(gone)
+            if self._read_after_close:
+                pass
+            elif conn.abort_at:
+                # Returning lets aiohttp close the socket at once (see
+                # LingeringWebSocket): hold it until the peer has read our close.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(conn.abort_at):
+                        await asyncio.shield(gate.closed)
+            else:
+                # aiohttp closes the socket politely, which a peer that does
+                # not read can hold open forever: bound it like any close.
+                conn.closing = True
+                asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
         return ws
 
 

@@ -5,19 +5,22 @@ queue through Redis, so a peer on one worker is matched with a peer on
 another exactly as across machines. This parent only starts, watches and
 stops them: first SIGTERM/SIGINT is passed on (each worker drains), a second
 one kills them.
+
+Each worker is ``drift serve`` started through :mod:`drift.harness.serve` with
+flags written from the parent's frozen :class:`ServerConfig` (never re-read
+from this process's argv), so it runs with exactly the parent's settings.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import FrameType
 
-from drift.errors import ConfigError
-from drift.harness.serve import READY_LINE
+from drift.errors import ConfigError, DriftError
+from drift.harness.serve import ServeProcess
+from drift.serve.command import config_argv, config_env
 from drift.serve.config import ServerConfig
 
 
@@ -34,59 +37,57 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_workers(config: ServerConfig, argv: Sequence[str], ready: Callable[[str], None]) -> int:
+def worker_configs(config: ServerConfig, port: int) -> list[ServerConfig]:
+    """One single-process config per worker: the shared port, its own node name."""
+    base = config.node_id or socket.gethostname()
+    return [
+        config.replace(port=port, workers=1, reuse_port=True, node_id=f"{base}-w{index}")
+        for index in range(config.workers)
+    ]
+
+
+def run_workers(config: ServerConfig, ready: Callable[[str], None]) -> int:
     """Start ``config.workers`` copies of ``drift serve``, wait for them, return an exit code."""
     if not config.redis_url:
         raise ConfigError("--workers needs --redis: the workers share their queue through Redis")
     holder = reserve_port(config.host, config.port)
     port = holder.getsockname()[1]
-    # Later flags win in click, so the worker's own settings go last.
-    child_args = [*argv, "--port", str(port), "--workers", "1", "--reuse-port"]
-    children: list[subprocess.Popen[str]] = []
+    children = [
+        # host=None: --host and --port are in the flags. The workers log to this stderr.
+        ServeProcess(
+            config_argv(worker),
+            host=None,
+            env=config_env(worker),
+            name=f"worker {worker.node_id}",
+            inherit_stderr=True,
+        )
+        for worker in worker_configs(config, port)
+    ]
     try:
-        for index in range(config.workers):
-            node = f"{config.node_id or socket.gethostname()}-w{index}"
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "drift", "serve", *child_args, "--node-id", node],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        url = ""
         for child in children:
-            assert child.stdout is not None
-            line = child.stdout.readline()
-            found = READY_LINE.match(line)
-            if not found:
-                raise ConfigError("a worker failed to start; see its log above")
-            url = found["url"]
-        ready(url)
+            child.spawn()
+        urls = [child.wait_ready() for child in children]
+        ready(urls[0])
         return _supervise(children)
+    except DriftError as exc:
+        raise ConfigError(f"a worker failed to start: {exc}; see its log above") from None
     finally:
         holder.close()
         for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            child.stop(kill=True)
 
 
-def _supervise(children: list[subprocess.Popen[str]]) -> int:
+def _supervise(children: list[ServeProcess]) -> int:
     signals = 0
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal signals
         signals += 1
         for child in children:
-            if child.poll() is None:
-                # A second signal forces, as for a single server.
-                child.send_signal(signal.SIGKILL if signals > 1 else signum)
+            # A second signal forces, as for a single server.
+            child.send_signal(signal.SIGKILL if signals > 1 else signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
     codes = [child.wait() for child in children]
-    # Close the pipes; the workers' own lines went nowhere after the first.
-    for child in children:
-        if child.stdout is not None:
-            child.stdout.close()
     return max((abs(code) for code in codes), default=0)

@@ -1,6 +1,7 @@
 """``drift simulate``: prove that peers really get matched and really connect.
 
-Flags -> :class:`Settings` -> :func:`simulate_run` (target, peers, verdict,
+Flags -> :class:`~drift.simulate.settings.Settings` (whose defaults are the
+flags' defaults) -> :func:`simulate_run` (target, peers, verdict,
 reports) -> exit code. The console is injected so output is testable.
 """
 
@@ -9,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, Group
@@ -27,37 +28,27 @@ from drift.errors import ConfigError, DriftError, TargetUnreachable
 from drift.exitcodes import ExitCode
 from drift.report.paths import run_dir
 from drift.simulate.embedded import SERVER_NOTE, EmbeddedServer
+from drift.simulate.loopback import network_for
 from drift.simulate.peer_processes import prestart, run_in_process, run_in_workers
 from drift.simulate.report import print_summary, summarize_run, write_reports
 from drift.simulate.runner import Coordinator, RunSpec, tune_gc
+from drift.simulate.settings import AUTO_PROCS_FROM, AUTO_PROCS_MAX, Settings, auto_procs
 from drift.simulate.verify import classify
 from drift.turn.probe import pick_turn_target
 
+if TYPE_CHECKING:  # the lab needs pyroute2, imported only by --network runs
+    from drift.netlab.lab import NetworkLab
 
-@dataclass(frozen=True)
-class Settings:
-    peers: int = 500
-    urls: tuple[str, ...] = ()
-    arrival_rate: float | None = None
-    hold: float = 0.0
-    next_fraction: float = 0.0
-    timeout: float = 20.0
-    trickle: bool = True
-    media_fraction: float = 0.02
-    procs: int = 1
-    concurrency: int = 500
-    min_success: float | None = None
-    real_interfaces: bool = False
-    server_faults: tuple[str, ...] = ()
-    report_dir: Path | None = None
-    live: bool = True
-    seed: int = 0
-    #: "all" or "relay" (only candidates relayed by the TURN server of welcome)
-    ice_policy: str = "all"
-    #: TURN for the embedded server's welcome (with --url the target hands out its own)
-    turn_urls: tuple[str, ...] = ()
-    turn_secret: str | None = dataclasses.field(default=None, repr=False)
-    turn_ttl: float | None = None
+__all__ = [
+    "Settings",
+    "SimulateResult",
+    "auto_procs",
+    "preflight",
+    "run_sync",
+    "settings_from_flags",
+    "simulate",
+    "simulate_run",
+]
 
 
 @dataclass(slots=True)
@@ -67,7 +58,13 @@ class SimulateResult:
     report_dir: Path | None
 
 
-async def preflight(urls: tuple[str, ...], timeout: float = 10.0, ice_policy: str = "all") -> None:
+#: seconds the preflight gives each target to answer with welcome
+PREFLIGHT_TIMEOUT = 10.0
+
+
+async def preflight(
+    urls: tuple[str, ...], *, ice_policy: str, timeout: float = PREFLIGHT_TIMEOUT
+) -> None:
     """One welcome from every target, or TargetUnreachable with one readable line.
 
     A relay-only run against a target whose welcome has no TURN server could
@@ -133,22 +130,19 @@ class LiveView:
         self.live.update(Group(table, bar))
 
 
-#: One process runs ~250 pairs in a couple of seconds on one core; below a few
-#: hundred peers a second process costs more to start than it saves.
-AUTO_PROCS_FROM = 200
-AUTO_PROCS_MAX = 4
+async def simulate_run(
+    settings: Settings, console: Console, lab: NetworkLab | None = None
+) -> SimulateResult:
+    """The whole run: target up, peers, verdict, reports. Raises TargetUnreachable.
 
-
-def auto_procs(peers: int) -> int:
-    """The default --procs: every core for a large run (measured: docs/performance.md)."""
-    if peers < AUTO_PROCS_FROM:
-        return 1
-    return max(1, min(os.cpu_count() or 1, AUTO_PROCS_MAX, peers // 100))
-
-
-async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
-    """The whole run: target up, peers, verdict, reports. Raises TargetUnreachable."""
-    if settings.procs > 1:
+    With ``lab`` (``--network``, opened by :func:`network_lab`) the embedded server
+    serves STUN/TURN of the lab's coturn on the lab's internet, and every peer sits
+    in its own home; the profile's expectations then decide the verdict.
+    """
+    settings = settings.resolved()
+    procs = settings.procs
+    assert procs is not None
+    if procs > 1:
         prestart()
     server: EmbeddedServer | None = None
     folder = settings.report_dir or run_dir("simulate")
@@ -157,13 +151,18 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
             urls = settings.urls
             target: dict[str, Any] = {"urls": list(urls), "embedded": False, "note": ""}
         else:
+            ice: dict[str, Any] = {
+                "turn_urls": settings.turn_urls,
+                "turn_secret": settings.turn_secret,
+                "turn_ttl": settings.turn_ttl,
+            }
+            if lab is not None:
+                ice.update(lab_server_options(lab))
             server = EmbeddedServer(
                 peers=settings.peers,
                 faults=settings.server_faults,
                 log=folder / "server.log",
-                turn_urls=settings.turn_urls,
-                turn_secret=settings.turn_secret,
-                turn_ttl=settings.turn_ttl,
+                **ice,
             )
             urls = (await server.start(),)
             note = SERVER_NOTE
@@ -172,24 +171,15 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
             target = {"urls": list(urls), "embedded": True, "note": note}
         await preflight(urls, ice_policy=settings.ice_policy)
         spec = RunSpec(
+            settings=settings.for_peers(),
             urls=urls,
-            peers=settings.peers,
-            arrival_rate=settings.arrival_rate,
-            hold=settings.hold,
-            next_fraction=settings.next_fraction,
-            timeout=settings.timeout,
-            trickle=settings.trickle,
-            media_fraction=settings.media_fraction,
-            concurrency=settings.concurrency,
-            real_interfaces=settings.real_interfaces,
-            seed=settings.seed,
-            ice_policy=settings.ice_policy,
             t0=time.monotonic(),
+            network=network_for(settings.real_interfaces) if lab is None else peer_network(lab),
         )
         started = time.monotonic()
         with LiveView(console if settings.live else Console(quiet=True), settings.peers) as view:
-            if settings.procs > 1:
-                merged = await run_in_workers(spec, settings.procs, view.update)
+            if procs > 1:
+                merged = await run_in_workers(spec, procs, view.update)
             else:
                 merged = await run_in_process(spec, view.update)
         wall = time.monotonic() - started
@@ -212,6 +202,10 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
         ice_policy=settings.ice_policy,
     )
     passed = verdict.passed(settings.min_success)
+    network: dict[str, Any] | None = None
+    if lab is not None:
+        network = lab_summary(lab, verdict, settings)
+        passed = network["passed"] and not verdict.run_failures
     code = ExitCode.OK if passed else ExitCode.CHECK_FAILED
     options = dataclasses.asdict(settings)
     # the TURN secret never reaches a report file
@@ -227,7 +221,13 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
         passed=passed,
         exit_code=int(code),
     )
+    if network is not None:
+        summary["network"] = network
     print_summary(console, summary)
+    if network is not None:
+        from drift.netlab.report import print_network
+
+        print_network(console, summary)
     write_reports(folder, summary, verdict)
     verdict_word = "[green]PASS[/]" if passed else "[red]FAIL[/]"
     console.print(f"{verdict_word}  report: {folder / 'report.html'}")
@@ -235,6 +235,7 @@ async def simulate_run(settings: Settings, console: Console) -> SimulateResult:
 
 
 # ---------------------------------------------------------------------- click
+# Every default below is read from Settings, so the flags and the object agree.
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -243,7 +244,11 @@ def _env(name: str) -> dict[str, Any]:
 
 @click.command()
 @click.option(
-    "--peers", type=click.IntRange(1), default=500, help="Synthetic peers.", **_env("PEERS")
+    "--peers",
+    type=click.IntRange(1),
+    default=Settings.peers,
+    help="Synthetic peers.",
+    **_env("PEERS"),
 )
 @click.option(
     "--url",
@@ -257,48 +262,48 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--arrival-rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=None,
+    default=Settings.arrival_rate,
     help="Peers per second (default: all at once).",
     **_env("ARRIVAL_RATE"),
 )
 @click.option(
     "--hold",
     type=click.FloatRange(0),
-    default=0.0,
+    default=Settings.hold,
     help="Seconds a verified pair stays connected.",
     **_env("HOLD"),
 )
 @click.option(
     "--next-fraction",
     type=click.FloatRange(0, 1),
-    default=0.0,
+    default=Settings.next_fraction,
     help="Share of peers that press next once connected and must get a new verified partner.",
     **_env("NEXT_FRACTION"),
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
+    default=Settings.timeout,
     help="Seconds each pair has from matched to verified.",
     **_env("TIMEOUT"),
 )
 @click.option(
     "--trickle/--no-trickle",
-    default=True,
+    default=Settings.trickle,
     help="Send ICE candidates as ice-candidate frames (else they stay in the SDP).",
     **_env("TRICKLE"),
 )
 @click.option(
     "--media-fraction",
     type=click.FloatRange(0, 1),
-    default=0.02,
+    default=Settings.media_fraction,
     help="Share of pairs that also send identity video (at least one pair when > 0).",
     **_env("MEDIA_FRACTION"),
 )
 @click.option(
     "--procs",
     type=click.IntRange(1, 64),
-    default=None,
+    default=Settings.procs,
     help="Worker processes to spread the peers over [default: one per core (at most "
     f"{AUTO_PROCS_MAX}) from {AUTO_PROCS_FROM} peers on, else 1].",
     **_env("PROCS"),
@@ -306,42 +311,50 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--concurrency",
     type=click.IntRange(2),
-    default=500,
+    default=Settings.concurrency,
     help="Most peers in flight at once per process (the rest queue to start).",
     **_env("CONCURRENCY"),
 )
 @click.option(
     "--min-success",
     type=click.FloatRange(0, 1),
-    default=None,
+    default=Settings.min_success,
     help="Pass when this share of peers verified (default: every one).",
     **_env("MIN_SUCCESS"),
 )
 @click.option(
     "--real-interfaces",
     is_flag=True,
-    default=False,
+    default=Settings.real_interfaces,
     help="Gather ICE candidates on the machine's real interfaces (default: 127.0.0.1 only).",
     **_env("REAL_INTERFACES"),
 )
 @click.option(
     "--report-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
+    default=Settings.report_dir,
     help="Write the reports here (default: reports/<timestamp>-simulate/).",
     envvar="DRIFT_SIMULATE_REPORT_DIR",
     show_envvar=True,
 )
 @click.option(
-    "--no-live", is_flag=True, default=False, help="No live progress display.", **_env("NO_LIVE")
+    "--no-live",
+    is_flag=True,
+    default=not Settings.live,
+    help="No live progress display.",
+    **_env("NO_LIVE"),
 )
 @click.option(
-    "--seed", type=int, default=0, help="Seed of the --next-fraction draw.", **_env("SEED")
+    "--seed",
+    type=int,
+    default=Settings.seed,
+    help="Seed of the --next-fraction draw.",
+    **_env("SEED"),
 )
 @click.option(
     "--ice-policy",
     type=click.Choice(["all", "relay"]),
-    default="all",
+    default=Settings.ice_policy,
     help="relay: peers may connect only through the TURN server of welcome "
     "(iceTransportPolicy relay); every pair must then use relay candidates.",
     **_env("ICE_POLICY"),
@@ -356,7 +369,7 @@ def _env(name: str) -> dict[str, Any]:
 )
 @click.option(
     "--turn-secret",
-    default=None,
+    default=Settings.turn_secret,
     help="coturn's static-auth-secret, for the embedded server's TURN credentials "
     "(prefer the variable).",
     envvar="DRIFT_TURN_SECRET",
@@ -365,10 +378,26 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--turn-ttl",
     type=click.FloatRange(1),
-    default=None,
+    default=Settings.turn_ttl,
     help="Seconds the embedded server's TURN credentials stay valid (default: drift serve's).",
     envvar="DRIFT_SIMULATE_TURN_TTL",
     show_envvar=True,
+)
+@click.option(
+    "--network",
+    default=Settings.network,
+    metavar="PROFILE",
+    help="Put every peer in its own home behind a NAT/firewall of this profile (a shipped "
+    "name: lan, cone, symmetric, udp-blocked, lossy, mixed; or a .toml path), with the "
+    "server, STUN and TURN on the lab's internet. Needs root; see docs/networks.md.",
+    **_env("NETWORK"),
+)
+@click.option(
+    "--no-turn",
+    is_flag=True,
+    default=Settings.no_turn,
+    help="With --network: welcome hands out STUN only, to show who fails without TURN.",
+    **_env("NO_TURN"),
 )
 @click.option(
     "--server-fault",
@@ -377,77 +406,20 @@ def _env(name: str) -> dict[str, Any]:
     hidden=True,
     help="TESTING ONLY: start the embedded server with this --fault.",
 )
-def simulate(
-    peers: int,
-    urls: tuple[str, ...],
-    arrival_rate: float | None,
-    hold: float,
-    next_fraction: float,
-    timeout: float,
-    trickle: bool,
-    media_fraction: float,
-    procs: int | None,
-    concurrency: int,
-    min_success: float | None,
-    real_interfaces: bool,
-    report_dir: Path | None,
-    no_live: bool,
-    seed: int,
-    ice_policy: str,
-    turn_urls: tuple[str, ...],
-    turn_secret: str | None,
-    turn_ttl: float | None,
-    server_faults: tuple[str, ...],
-) -> None:
+def simulate(**flags: Any) -> None:
     """Headless aiortc peers that prove matching and real WebRTC connections end to end.
 
     Exit codes: 0 every pair verified (or --min-success met), 1 a check failed,
     2 bad usage, 3 the target could not be reached.
     """
-    for url in urls:
-        if not url.startswith(("ws://", "wss://")):
-            raise ConfigError(f"--url must be a ws:// or wss:// URL, got {url!r}")
-    if urls and server_faults:
-        raise ConfigError("--server-fault applies to the embedded server only (no --url)")
-    if procs is None:
-        procs = auto_procs(peers)
-    if procs > peers:
-        raise ConfigError(f"--procs {procs} is more than --peers {peers}")
-    if urls and (turn_urls or turn_ttl is not None):
-        raise ConfigError(
-            "--turn-url/--turn-ttl configure the embedded server only; with --url the "
-            "target's welcome carries its own TURN credentials"
-        )
-    if turn_urls and not turn_secret:
-        raise ConfigError("--turn-url needs --turn-secret (or DRIFT_TURN_SECRET)")
-    settings = Settings(
-        peers=peers,
-        urls=urls,
-        arrival_rate=arrival_rate,
-        hold=hold,
-        next_fraction=next_fraction,
-        timeout=timeout,
-        trickle=trickle,
-        media_fraction=media_fraction,
-        procs=procs,
-        concurrency=concurrency,
-        min_success=min_success,
-        real_interfaces=real_interfaces,
-        server_faults=server_faults,
-        report_dir=report_dir,
-        live=not no_live,
-        seed=seed,
-        ice_policy=ice_policy,
-        turn_urls=turn_urls,
-        turn_secret=turn_secret if turn_urls else None,
-        turn_ttl=turn_ttl,
-    )
-    from drift.cli import _run
+    settings = settings_from_flags(flags)
+    from drift import aio
 
     tune_gc()
     console = Console(stderr=False)
     try:
-        result = _run(simulate_run(settings, console))
+        with network_lab(settings) as lab:
+            result = aio.run(simulate_run(settings, console, lab))
     except OSError as exc:
         # click would take an escaping EPIPE for a closed stdout and exit silently
         raise DriftError(f"simulate failed: {exc}") from exc
@@ -457,6 +429,98 @@ def simulate(
     sys.exit(int(result.exit_code))
 
 
+def settings_from_flags(flags: dict[str, Any]) -> Settings:
+    """The flags of the command as :class:`Settings`; ConfigError for a bad combination.
+
+    Every option is named after its field, except ``--no-live`` (``live``).
+    """
+    flags = dict(flags)
+    flags["live"] = not flags.pop("no_live")
+    settings = Settings(**flags)
+    urls, peers = settings.urls, settings.peers
+    for url in urls:
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"--url must be a ws:// or wss:// URL, got {url!r}")
+    if urls and settings.server_faults:
+        raise ConfigError("--server-fault applies to the embedded server only (no --url)")
+    settings = settings.resolved()
+    if settings.procs is not None and settings.procs > peers:
+        raise ConfigError(f"--procs {settings.procs} is more than --peers {peers}")
+    if urls and (settings.turn_urls or settings.turn_ttl is not None):
+        raise ConfigError(
+            "--turn-url/--turn-ttl configure the embedded server only; with --url the "
+            "target's welcome carries its own TURN credentials"
+        )
+    if settings.network is not None:
+        from drift.netlab import requirements
+        from drift.netlab.profile import load_profile
+
+        load_profile(settings.network)  # a bad profile: exit 2 naming the file and key
+        if urls or settings.turn_urls or settings.real_interfaces:
+            raise ConfigError(
+                "--network runs the embedded server, STUN and TURN inside the lab; it "
+                "cannot be combined with --url, --turn-url or --real-interfaces"
+            )
+        requirements.require()
+    elif settings.no_turn:
+        raise ConfigError("--no-turn applies to --network runs only")
+    if settings.turn_urls and not settings.turn_secret:
+        raise ConfigError("--turn-url needs --turn-secret (or DRIFT_TURN_SECRET)")
+    if not settings.turn_urls:
+        # the secret only signs the embedded server's TURN credentials
+        settings = dataclasses.replace(settings, turn_secret=None)
+    return settings
+
+
 def run_sync(settings: Settings, console: Console | None = None) -> SimulateResult:
     """Run a simulation from synchronous code (benchmarks): same path as the command."""
-    return asyncio.run(simulate_run(settings, console or Console(quiet=True)))
+    with network_lab(settings) as lab:
+        return asyncio.run(simulate_run(settings, console or Console(quiet=True), lab))
+
+
+@contextlib.contextmanager
+def network_lab(settings: Settings) -> Iterator[NetworkLab | None]:
+    """The lab of a ``--network`` run around the whole run (its event loop included), or None."""
+    if settings.network is None:
+        yield None
+        return
+    from drift.netlab.session import load_profile, open_lab
+
+    profile = load_profile(settings.network)
+    with open_lab(profile, settings.peers, turn=not settings.no_turn) as lab:
+        yield lab
+
+
+def lab_server_options(lab: NetworkLab) -> dict[str, Any]:
+    """The embedded server in the lab: on its internet address, with its STUN/TURN."""
+    from drift.netlab.lab import SERVICE_IP
+
+    assert lab.coturn is not None
+    return {
+        "host": SERVICE_IP,
+        "stun_urls": lab.stun_urls,
+        "turn_urls": lab.turn_urls,
+        "turn_secret": lab.coturn.secret if lab.turn_urls else None,
+    }
+
+
+def peer_network(lab: NetworkLab) -> Any:
+    from drift.netlab.session import peer_network as lab_peer_network
+
+    return lab_peer_network(lab)
+
+
+def lab_summary(lab: NetworkLab, verdict: Any, settings: Settings) -> dict[str, Any]:
+    """Per group and pairing, with the loss the routers applied; decides the verdict."""
+    from drift.netlab.report import network_summary
+    from drift.netlab.session import turn_transports
+
+    return network_summary(
+        verdict,
+        lab.seats,
+        lab.profile,
+        turn=bool(lab.turn_urls),
+        turn_transport=turn_transports(lab),
+        loss=lab.loss_counters(),
+        min_success=settings.min_success,
+    )

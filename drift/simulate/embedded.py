@@ -32,6 +32,8 @@ class EmbeddedServer:
         turn_urls: tuple[str, ...] = (),
         turn_secret: str | None = None,
         turn_ttl: float | None = None,
+        stun_urls: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ):
         self.peers = peers
         self.faults = faults
@@ -39,6 +41,9 @@ class EmbeddedServer:
         self.turn_urls = turn_urls
         self.turn_secret = turn_secret
         self.turn_ttl = turn_ttl
+        self.stun_urls = stun_urls
+        #: a --network run serves on the lab's internet address instead of loopback
+        self.host = host
         self.http_url = ""
         self.process: ServeProcess | None = None
         self.pid = 0
@@ -58,6 +63,8 @@ class EmbeddedServer:
         ]  # fmt: skip
         for fault in self.faults:
             argv += ["--fault", fault]
+        for url in self.stun_urls:
+            argv += ["--stun-url", url]
         for url in self.turn_urls:
             argv += ["--turn-url", url]
         if self.turn_ttl is not None:
@@ -67,7 +74,9 @@ class EmbeddedServer:
     async def start(self, timeout: float = 30.0) -> str:
         # Through the environment, never argv, where any local user could read it with ps.
         env = {"DRIFT_TURN_SECRET": self.turn_secret} if self.turn_secret else {}
-        self.process = ServeProcess(self.argv(), self.log, env=env, ready_timeout=timeout)
+        self.process = ServeProcess(
+            self.argv(), self.log, host=self.host, env=env, ready_timeout=timeout
+        )
         try:
             self.http_url = await asyncio.to_thread(self.process.start)
         except DriftError as exc:

@@ -1,33 +1,83 @@
-"""Keep aiortc's ICE candidates on 127.0.0.1 unless told otherwise.
+"""Where a peer process gathers its ICE host candidates: 127.0.0.1 unless told otherwise.
 
 aioice never offers 127.0.0.1 as a host candidate and otherwise gathers on every
 real interface of the machine. Synthetic peers that all run on one machine
 should not depend on (or leak to) those interfaces, so by default
 ``aioice.ice.get_host_addresses`` is replaced with one that returns loopback
 only; ``--real-interfaces`` keeps aioice's own for runs whose pairs span
-machines. Patching is process-wide, which is why every worker process calls
-:func:`configure_interfaces` itself.
+machines.
+
+A :class:`PeerNetwork` is the one seam for "where do a peer's sockets live and
+which host addresses does it gather": :meth:`~PeerNetwork.apply` once per peer
+process (patching aioice is process-wide, which is why every worker process
+applies its network itself), then :meth:`~PeerNetwork.seat` in each peer's own
+task before it opens anything (a network that places peers in different homes
+keys them off a context variable there). :class:`HostAddresses` is the plain
+kind simulate itself uses: a fixed list of addresses, or the machine's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+import ipaddress
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 import aioice.ice
 
-_ORIGINAL: Final[Callable[[bool, bool], list[str]]] = aioice.ice.get_host_addresses
+_ORIGINAL: Final = aioice.ice.get_host_addresses
 
 
-def _loopback_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    return ["127.0.0.1"] if use_ipv4 else []
+class PeerNetwork(Protocol):
+    """Where the peers of one process gather their ICE candidates."""
+
+    def apply(self) -> None:
+        """Install this network for the whole process, before any peer starts."""
+        ...
+
+    def seat(self, index: int) -> None:
+        """Place peer ``index``: called in that peer's own task, before it connects."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddresses:
+    """Host candidates on these addresses; ``None`` = every real interface (aioice's own)."""
+
+    addresses: tuple[str, ...] | None = ("127.0.0.1",)
+
+    def apply(self) -> None:
+        global _applied
+        _applied = self
+        addresses = self.addresses
+        if addresses is None:
+            aioice.ice.get_host_addresses = _ORIGINAL
+            return
+        v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+        v6 = [a for a in addresses if ipaddress.ip_address(a).version == 6]
+
+        def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            return (v4 if use_ipv4 else []) + (v6 if use_ipv6 else [])
+
+        aioice.ice.get_host_addresses = host_addresses
+
+    def seat(self, index: int) -> None:
+        pass  # every peer of the process shares the addresses
+
+
+LOOPBACK: Final = HostAddresses()
+REAL_INTERFACES: Final = HostAddresses(None)
+_applied: HostAddresses | None = None
+
+
+def network_for(real_interfaces: bool) -> HostAddresses:
+    """The network of ``--real-interfaces`` (or of its absence)."""
+    return REAL_INTERFACES if real_interfaces else LOOPBACK
 
 
 def configure_interfaces(real_interfaces: bool = False) -> None:
     """Loopback-only host candidates (default), or aioice's real interfaces."""
-    chosen = _ORIGINAL if real_interfaces else _loopback_addresses
-    aioice.ice.get_host_addresses = chosen  # type: ignore[assignment]
+    network_for(real_interfaces).apply()
 
 
 def loopback_only() -> bool:
-    return aioice.ice.get_host_addresses is _loopback_addresses
+    return _applied == LOOPBACK and aioice.ice.get_host_addresses is not _ORIGINAL

@@ -59,8 +59,9 @@ OnTick = Callable[[Coordinator], None]
 
 def _hard_deadline(spec: RunSpec) -> float:
     """A cap no healthy run reaches: release every waiter, so nothing waits forever."""
-    span = spec.peers / spec.arrival_rate if spec.arrival_rate else 0.0
-    return time.monotonic() + span + 3 * (spec.timeout + spec.hold) + 30.0
+    settings = spec.settings
+    span = settings.peers / settings.arrival_rate if settings.arrival_rate else 0.0
+    return time.monotonic() + span + 3 * (settings.timeout + settings.hold) + 30.0
 
 
 async def run_in_process(spec: RunSpec, on_tick: OnTick) -> Merged:
@@ -85,7 +86,7 @@ def _worker_main(
     spec: RunSpec, worker: int, procs: int, conn: multiprocessing.connection.Connection
 ) -> None:
     """Entry point of one worker process."""
-    from drift.cli import _run
+    from drift import aio
 
     tune_gc()
     orders: list[int] = []
@@ -114,12 +115,12 @@ def _worker_main(
         loop.remove_reader(conn.fileno())
         conn.send_bytes(b"r" + _encoder.encode(_Result(peak_rss_bytes(), records)))
 
-    _run(main())
+    aio.run(main())
     conn.close()
 
 
 #: What every worker needs; the fork server imports it once, each fork inherits it.
-_PRELOAD = ["drift.simulate.peer_processes", "drift.simulate.peer", "drift.cli"]
+_PRELOAD = ["drift.simulate.peer_processes", "drift.simulate.peer", "drift.aio"]
 
 
 def _context() -> multiprocessing.context.ForkServerContext:

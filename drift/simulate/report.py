@@ -22,6 +22,7 @@ from drift.report.html import Section, table_html, write_page
 from drift.report.junit import Case, write_junit
 from drift.report.stats import summarize
 from drift.simulate.records import Failure, Outcome, PeerRecord, RoundRecord
+from drift.simulate.settings import Settings
 from drift.simulate.verify import Verdict
 
 #: (key, title) of each latency figure, in milliseconds
@@ -141,7 +142,7 @@ def summarize_run(
         "next_pressed": sum(1 for r in records for rnd in r.rounds if rnd.pressed_next),
         "media_pairs": len(media_rooms),
         "media_pairs_verified": sum(1 for r in media_rooms if r.verified),
-        "ice_policy": settings.get("ice_policy", "all"),
+        "ice_policy": settings.get("ice_policy", Settings.ice_policy),
         "candidate_pairs": candidate_summary(verdict),
         "success_ratio": round(verdict.success_ratio(), 6),
         "latency_ms": {key: summarize(samples[key]) for key, _ in LATENCIES},
@@ -319,6 +320,10 @@ def write_junit_report(path: Path, summary: Mapping[str, Any], verdict: Verdict)
             )
     for item in verdict.run_failures:
         cases.append(Case(item, "drift.simulate.run", failure=item, failure_type="run-check"))
+    if "network" in summary:  # --network: one case per expectation of the profile
+        from drift.netlab.report import network_cases
+
+        cases += network_cases(summary)
     props = {
         "peers": summary["peers"],
         "verdict": summary["verdict"],
@@ -405,6 +410,10 @@ def write_html(path: Path, summary: Mapping[str, Any], verdict: Verdict) -> None
             ),
         ),
     ]
+    if "network" in summary:  # --network: the group × group matrix right after outcomes
+        from drift.netlab.report import network_sections
+
+        sections[1:1] = network_sections(summary)
     cands = summary["candidate_pairs"]
     if cands["pairs"] or cands["unknown"]:
         rows: list[list[object]] = [[f"pairs {k}", v] for k, v in cands["pairs"].items()]

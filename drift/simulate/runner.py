@@ -4,7 +4,8 @@ The runner only orchestrates: it starts peers on schedule (``--arrival-rate``)
 through a concurrency gate, counts their live states for the progress display
 and, through a :class:`Coordinator` that sees every worker's counts, tells
 waiting peers when nobody is left to pair with. Everything a peer does is in
-:mod:`drift.simulate.peer`; every verdict is in :mod:`drift.simulate.verify`.
+:mod:`drift.simulate.peer` (its rounds) and :mod:`drift.simulate.call` (each
+round's connection); every verdict is in :mod:`drift.simulate.verify`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from drift.simulate.loopback import configure_interfaces
-from drift.simulate.peer import PeerOptions, Release, SyntheticPeer
+from drift.simulate.loopback import LOOPBACK, PeerNetwork
+from drift.simulate.peer import Release, SyntheticPeer
 from drift.simulate.records import PeerRecord
+from drift.simulate.settings import Settings
 
 #: Live states shown in the progress display.
 STATES = ("pending", "connecting", "connected", "waiting", "matched", "negotiating", "verified")
@@ -37,30 +39,19 @@ CONNECTS_IN_FLIGHT = 64
 class RunSpec:
     """Everything a worker needs; picklable for ``--procs``."""
 
+    settings: Settings
+    #: the resolved targets (the embedded server's URL when ``settings.urls`` is empty)
     urls: tuple[str, ...]
-    peers: int
-    arrival_rate: float | None = None
-    hold: float = 0.0
-    next_fraction: float = 0.0
-    timeout: float = 20.0
-    trickle: bool = True
-    media_fraction: float = 0.02
-    concurrency: int = 500
-    real_interfaces: bool = False
-    seed: int = 0
-    ice_policy: str = "all"
     #: monotonic start of the arrival schedule (shared by all workers)
     t0: float = 0.0
-
-    def peer_options(self) -> PeerOptions:
-        return PeerOptions(
-            trickle=self.trickle, timeout=self.timeout, hold=self.hold, ice_policy=self.ice_policy
-        )
+    #: where the worker's peers gather ICE candidates (loopback unless told otherwise)
+    network: PeerNetwork = LOOPBACK
 
     def next_selected(self, index: int) -> bool:
-        if self.next_fraction <= 0:
+        fraction, seed = self.settings.next_fraction, self.settings.seed
+        if fraction <= 0:
             return False
-        return random.Random(self.seed * 1_000_003 + index).random() < self.next_fraction
+        return random.Random(seed * 1_000_003 + index).random() < fraction
 
 
 class Snapshot(msgspec.Struct):
@@ -131,7 +122,7 @@ class WorkerRun:
     def __init__(self, spec: RunSpec, worker: int = 0, procs: int = 1) -> None:
         self.spec = spec
         self.worker = worker
-        self.indices = list(range(worker, spec.peers, procs))
+        self.indices = list(range(worker, spec.settings.peers, procs))
         self.states: Counter[str] = Counter({"pending": len(self.indices)})
         self.totals: Counter[str] = Counter()
         self.done = 0
@@ -173,7 +164,7 @@ class WorkerRun:
         # The first offer of every worker carries media (at least one media pair
         # when the fraction is > 0), then the fraction of offers so far.
         self.offers += 1
-        fraction = self.spec.media_fraction
+        fraction = self.spec.settings.media_fraction
         if fraction <= 0:
             return False
         if self.media_offers < max(1, int(fraction * self.offers + 0.5)):
@@ -182,23 +173,23 @@ class WorkerRun:
         return False
 
     async def run(self) -> list[PeerRecord]:
-        spec = self.spec
-        configure_interfaces(spec.real_interfaces)
+        spec, settings = self.spec, self.spec.settings
+        spec.network.apply()
         quiet_aiortc_tasks(asyncio.get_running_loop())
-        gate = asyncio.Semaphore(spec.concurrency)
+        gate = asyncio.Semaphore(settings.concurrency)
         # Opening hundreds of TCP connections at once overflows the server's listen
         # backlog (128 by default); dropped SYNs are retried only after 1 s.
         connects = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
-        options = spec.peer_options()
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
 
             async def one(index: int) -> PeerRecord:
-                if spec.arrival_rate:
-                    delay = spec.t0 + index / spec.arrival_rate - time.monotonic()
+                if settings.arrival_rate:
+                    delay = spec.t0 + index / settings.arrival_rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 async with gate:
+                    spec.network.seat(index)
                     record = PeerRecord(
                         index=index,
                         worker=self.worker,
@@ -208,7 +199,7 @@ class WorkerRun:
                     )
                     peer = SyntheticPeer(
                         record,
-                        options,
+                        settings,
                         session=session,
                         release_source=lambda: self.release,
                         media_for_offer=self._media_for_offer,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drift.simulate.records import Failure, Outcome, PeerRecord, RoundRecord
+from drift.simulate.settings import Settings
 
 #: Local kinds that are causes, and so explain a partner's plain timeout.
 _CAUSES = (
@@ -86,9 +87,9 @@ class Verdict:
 def classify(
     records: Sequence[PeerRecord],
     *,
-    trickle: bool = True,
+    trickle: bool = Settings.trickle,
     run_failures: Sequence[str] = (),
-    ice_policy: str = "all",
+    ice_policy: str = Settings.ice_policy,
 ) -> Verdict:
     """Fill ``outcome``/``failure_kind``/``failure_detail`` on every record.
 
@@ -178,7 +179,7 @@ def _judge_round(
     room: RoomView,
     trickle: bool,
     first_partner: dict[str, str],
-    ice_policy: str = "all",
+    ice_policy: str,
 ) -> tuple[str | None, str | None]:
     local = (rnd.failure, rnd.detail)
     if rnd.failure == Failure.SIGNALING_ERROR:

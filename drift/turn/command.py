@@ -89,9 +89,9 @@ def turn_check(
             raise ConfigError(f"--url {url!r}: {exc}") from None
         if transport != "udp" or secure:
             raise ConfigError(f"--url {url!r}: turn-check speaks TURN over UDP only")
-    from drift.cli import _run
+    from drift import aio
 
-    results = _run(check_all(urls, secret, ttl, peer_id, timeout))
+    results = aio.run(check_all(urls, secret, ttl, peer_id, timeout))
     assert isinstance(results, list)
     worst: TurnProblem | None = None
     failed: list[str] = []

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from drift.bench.command import bench
 from drift.bench.results import GENERATED_END, Row, Section, table, update_doc
-from tests.support.redis import require_binary
+from tests.support.programs import require_program
 
 
 def test_update_doc_replaces_only_its_own_parts(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_row_ratio_and_verdict() -> None:
 
 @pytest.mark.slow
 def test_bench_tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    require_binary("redis-server", "redis-server")
+    require_program("redis-server", "redis-server")
     monkeypatch.setenv("DRIFT_REPORTS_DIR", str(tmp_path / "reports"))
     doc = tmp_path / "performance.md"
     result = CliRunner().invoke(

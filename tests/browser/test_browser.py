@@ -22,7 +22,7 @@ from playwright.async_api import Browser, async_playwright
 from drift.client.urls import ws_url
 from drift.core.lobby import Fault
 from drift.serve.server import CONTENT_SECURITY_POLICY, Server
-from drift.simulate.peer import PeerOutcome, run_one_peer
+from drift.simulate.interop import PeerOutcome, run_one_peer
 from tests.support.browser import (
     SELECTED_REMOTE_TYPE_JS,
     EarlyCandidatesAnswerer,

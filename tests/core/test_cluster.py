@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 
 from drift.client.urls import ws_url
+from drift.harness.redis import RedisServer
+from drift.harness.serve import AsyncServeProcess
+from drift.harness.waiting import until
 from drift.serve.server import Server
 from tests.conftest import MakeServer
-from tests.support.driftproc import DriftProcess
-from tests.support.redis import RedisProcess
 from tests.support.wsclient import TIMEOUT, WsClient
 
 OFFER = {"type": "offer", "sdp": {"type": "offer", "sdp": "v=0 offer"}}
@@ -47,15 +48,6 @@ async def stats(url: str) -> dict[str, Any]:
         body = await resp.json()
         assert isinstance(body, dict)
         return body
-
-
-async def until(predicate: Any, within: float = TIMEOUT * 2) -> None:
-    """Poll an async predicate with a deadline (cluster figures refresh every heartbeat)."""
-    async with asyncio.timeout(within):
-        while True:
-            if await predicate():
-                return
-            await asyncio.sleep(0.05)
 
 
 async def test_peers_on_two_nodes_match_with_roles_and_relay_both_ways(
@@ -173,20 +165,20 @@ async def test_relays_never_cross_rooms_between_nodes(nodes: tuple[Server, Serve
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[DriftProcess]]:
-    started: list[DriftProcess] = []
+async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
+    started: list[AsyncServeProcess] = []
     yield started
     for proc in started:
         await proc.kill()
 
 
-async def spawn_node(redis_url: str, *args: str) -> tuple[DriftProcess, str]:
-    proc = await DriftProcess.start("--redis", redis_url, "--node-ttl", "1", *args)
+async def spawn_node(redis_url: str, *args: str) -> tuple[AsyncServeProcess, str]:
+    proc = await AsyncServeProcess.start("--redis", redis_url, "--node-ttl", "1", *args)
     return proc, proc.url
 
 
 async def test_kill_9_of_a_node_notifies_partners_and_empties_its_queue_entries(
-    make_server: MakeServer, redis_url: str, procs: list[DriftProcess]
+    make_server: MakeServer, redis_url: str, procs: list[AsyncServeProcess]
 ) -> None:
     a = await make_server(redis_url=redis_url, node_id="A", node_ttl=1.0)
     proc, b_url = await spawn_node(redis_url, "--node-id", "B")
@@ -221,7 +213,7 @@ async def _cluster(server: Server, **expected: int) -> bool:
 
 
 async def test_redis_loss_keeps_connections_refuses_joins_and_recovers(
-    make_server: MakeServer, redis_url: str, redis_proc: RedisProcess
+    make_server: MakeServer, redis_url: str, redis_proc: RedisServer
 ) -> None:
     a = await make_server(redis_url=redis_url, node_id="A", node_ttl=1.0)
     waited = await joined(ws(a))
@@ -260,7 +252,7 @@ async def test_redis_loss_keeps_connections_refuses_joins_and_recovers(
 
 
 async def test_workers_share_one_port_and_one_queue(
-    redis_url: str, procs: list[DriftProcess]
+    redis_url: str, procs: list[AsyncServeProcess]
 ) -> None:
     proc, url = await spawn_node(redis_url, "--workers", "2")
     procs.append(proc)

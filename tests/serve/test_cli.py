@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
 import signal
 import socket
 import sys
@@ -14,65 +11,47 @@ import aiohttp
 import pytest
 
 from drift.client.urls import ws_url
-from drift.harness.serve import READY_LINE
+from drift.harness.serve import AsyncServeProcess
 from tests.support.wsclient import TIMEOUT
 
-URL_LINE = re.compile(READY_LINE.pattern.encode())
 
-
-async def start_serve(
-    *args: str, env: dict[str, str] | None = None
-) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "drift",
-        "serve",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT * 2)
-    match = URL_LINE.search(line)
-    assert match, line
-    return proc, match.group(1).decode()
+async def start_serve(*args: str, env: dict[str, str] | None = None) -> AsyncServeProcess:
+    """``drift serve *args`` exactly as given: host and port from the flags or ``env``."""
+    return await AsyncServeProcess.start(*args, env=env, host=None)
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
+async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
+    started: list[AsyncServeProcess] = []
     yield started
     for proc in started:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await proc.kill()
 
 
 async def test_port_zero_prints_the_chosen_url_and_serves(
-    procs: list[asyncio.subprocess.Process],
+    procs: list[AsyncServeProcess],
 ) -> None:
-    proc, url = await start_serve("--port", "0")
+    proc = await start_serve("--port", "0")
     procs.append(proc)
+    url = proc.url
     assert not url.endswith(":0")
     async with aiohttp.ClientSession() as session:
         async with session.get(url + "/healthz") as resp:
             assert (resp.status, await resp.json()) == (200, {"status": "ok"})
         async with session.get(url + "/") as resp:
             assert resp.status == 200
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), TIMEOUT * 2) == 0
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait(TIMEOUT * 2) == 0
 
 
 async def test_settings_come_from_drift_environment_variables(
-    procs: list[asyncio.subprocess.Process],
+    procs: list[AsyncServeProcess],
 ) -> None:
-    proc, url = await start_serve(
+    proc = await start_serve(
         env={"DRIFT_PORT": "0", "DRIFT_HOST": "127.0.0.1", "DRIFT_QUEUE_TIMEOUT": "0.05"}
     )
     procs.append(proc)
-    signaling_url = ws_url(url)
+    signaling_url = ws_url(proc.url)
     async with aiohttp.ClientSession() as session, session.ws_connect(signaling_url) as ws:
         assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "welcome"
         await ws.send_json({"type": "join"})

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drift.client import urls
+from drift.harness.serve import AsyncServeProcess
+from drift.harness.waiting import until
 from drift.serve.server import Server
 from tests.conftest import MakeServer
-from tests.support.driftproc import DriftProcess, until
 from tests.support.wsclient import TIMEOUT, WsClient, pair
 
 # Recognisable payloads: none of these may ever reach a log line.
@@ -57,7 +58,7 @@ async def scripted_session(url: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 async def test_json_log_lines_carry_events_and_ids_but_never_sdp_or_candidate_ips() -> None:
-    proc = await DriftProcess.start("--log-format", "json", "--log-level", "debug")
+    proc = await AsyncServeProcess.start("--log-format", "json", "--log-level", "debug")
     try:
         ids = await scripted_session(proc.ws_url)
         proc.signal(signal.SIGTERM)
@@ -97,7 +98,7 @@ async def test_json_log_lines_carry_events_and_ids_but_never_sdp_or_candidate_ip
 
 @pytest.mark.slow
 async def test_console_log_format_is_readable_lines() -> None:
-    proc = await DriftProcess.start("--log-format", "console")
+    proc = await AsyncServeProcess.start("--log-format", "console")
     try:
         client = await WsClient.connect(proc.ws_url)
         await client.close()

@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 
 from drift.client import urls
+from drift.harness.serve import AsyncServeProcess
 from drift.serve.config import ServerConfig
 from drift.serve.server import Server
 from tests.conftest import MakeServer
-from tests.support.driftproc import DriftProcess
 from tests.support.wsclient import TIMEOUT, WsClient, pair
 
 ALLOWED = "https://chat.example.com"
@@ -59,14 +59,35 @@ async def test_allowed_origin_upgrades_and_others_get_403(make_server: MakeServe
     assert server.lobby.connections == 0
 
 
-async def test_no_origin_and_the_servers_own_origin_are_accepted(make_server: MakeServer) -> None:
+async def test_no_origin_and_without_a_list_the_servers_own_origin_are_accepted(
+    make_server: MakeServer,
+) -> None:
+    listed = await make_server(allowed_origins=(ALLOWED,))
+    native = await WsClient.connect(ws_url(listed))  # a non-browser client sends no Origin
+    assert native.peer_id
+    await native.close()
+    unlisted = await make_server()
+    own = await WsClient.connect(ws_url(unlisted), headers={"Origin": unlisted.url})
+    assert own.peer_id
+    await own.close()
+
+
+async def test_with_allowed_origins_only_the_list_counts_never_host(
+    make_server: MakeServer,
+) -> None:
+    """DNS rebinding: a page of rebound.example, whose name now points at this
+    server, sends Origin and Host both naming rebound.example. Deriving "our own
+    origin" from Host would let it in; with a list, only the list counts."""
     server = await make_server(allowed_origins=(ALLOWED,))
     url = ws_url(server)
-    native = await WsClient.connect(url)  # a non-browser client sends no Origin
-    own = await WsClient.connect(url, headers={"Origin": server.url})
-    assert native.peer_id and own.peer_id
-    await native.close()
-    await own.close()
+    rebound = f"rebound.example:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        for origin, host in ((f"http://{rebound}", rebound), (server.url, None)):
+            headers = {"Origin": origin, **({"Host": host} if host else {})}
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, headers=headers)
+            assert refused.value.status == 403, origin
+    assert server.lobby.connections == 0
 
 
 async def test_own_origin_comes_from_forwarded_headers_only_with_trust_proxy(
@@ -200,7 +221,7 @@ def coturn_credential(secret: str, username: str) -> str:
 
 @pytest.mark.slow
 async def test_turn_credentials_verify_expire_with_ttl_and_never_leak_the_secret() -> None:
-    proc = await DriftProcess.start(
+    proc = await AsyncServeProcess.start(
         "--turn-url", "turn:127.0.0.1:3478?transport=udp",
         "--turn-url", "turns:turn.example.com:5349",
         "--stun-url", "stun:127.0.0.1:3478",

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.support.driftproc import DriftProcess, until
+from drift.harness.serve import AsyncServeProcess
+from drift.harness.waiting import until
 from tests.support.wsclient import TIMEOUT, WsClient, pair
 
 pytestmark = pytest.mark.slow
@@ -27,21 +28,21 @@ BIG_OFFER = json.dumps({"type": "offer", "sdp": {"type": "offer", "sdp": "v=0\r\
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[DriftProcess]]:
-    started: list[DriftProcess] = []
+async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
+    started: list[AsyncServeProcess] = []
     yield started
     for proc in started:
         await proc.kill()
 
 
-async def start(procs: list[DriftProcess], *args: str) -> DriftProcess:
-    proc = await DriftProcess.start(*args)
+async def start(procs: list[AsyncServeProcess], *args: str) -> AsyncServeProcess:
+    proc = await AsyncServeProcess.start(*args)
     procs.append(proc)
     return proc
 
 
 async def test_sigterm_closes_every_websocket_with_1001_and_exits_0(
-    procs: list[DriftProcess],
+    procs: list[AsyncServeProcess],
 ) -> None:
     proc = await start(procs, "--shutdown-timeout", "5")
     answerer, offerer = await pair(proc.ws_url)
@@ -65,6 +66,13 @@ async def test_sigterm_closes_every_websocket_with_1001_and_exits_0(
     events = [json.loads(line)["event"] for line in proc.stderr if line.startswith("{")]
     assert events.index("server_signal") < events.index("server_draining")
     assert events[-1] == "server_stopped"
+
+
+#: A server that waits on a peer that does not read, as drift serve once did.
+WEDGEABLE = (
+    "--max-pending-bytes", "0", "--send-timeout", "0",
+    "--unsafe", "await-writes", "--unsafe", "read-after-close",
+)  # fmt: skip
 
 
 async def wedge(url: str) -> tuple[WsClient, WsClient, asyncio.Task[None]]:
@@ -99,7 +107,7 @@ async def wedge(url: str) -> tuple[WsClient, WsClient, asyncio.Task[None]]:
                     return reader, writer, task
 
 
-def logged_events(proc: DriftProcess) -> list[str]:
+def logged_events(proc: AsyncServeProcess) -> list[str]:
     return [json.loads(line)["event"] for line in proc.stderr if line.startswith("{")]
 
 
@@ -113,13 +121,11 @@ async def close_wedge(reader: WsClient, writer: WsClient, task: asyncio.Task[Non
 
 
 async def test_draining_answers_503_and_a_second_signal_forces_exit(
-    procs: list[DriftProcess],
+    procs: list[AsyncServeProcess],
 ) -> None:
-    # --max-pending-bytes 0: let the server wait on the stuck peer instead of
-    # cutting it off, which is what leaves a drain wedged.
-    proc = await start(
-        procs, "--shutdown-timeout", "60", "--rate-limit", "0", "--max-pending-bytes", "0"
-    )
+    # A drift serve never waits on a stuck peer; the unsafe switches bring the
+    # old waiting back, the only way left to wedge a drain on purpose.
+    proc = await start(procs, "--shutdown-timeout", "60", "--rate-limit", "0", *WEDGEABLE)
     status, _ = await proc.get("/healthz")
     assert status == 200
     reader, writer, task = await wedge(proc.ws_url)
@@ -154,11 +160,9 @@ async def test_draining_answers_503_and_a_second_signal_forces_exit(
 
 
 async def test_a_peer_that_does_not_read_cannot_hold_shutdown_past_the_timeout(
-    procs: list[DriftProcess],
+    procs: list[AsyncServeProcess],
 ) -> None:
-    proc = await start(
-        procs, "--shutdown-timeout", "1.5", "--rate-limit", "0", "--max-pending-bytes", "0"
-    )
+    proc = await start(procs, "--shutdown-timeout", "1.5", "--rate-limit", "0", *WEDGEABLE)
     reader, writer, task = await wedge(proc.ws_url)
     bystander = await WsClient.connect(proc.ws_url)
 

@@ -385,7 +385,7 @@ class EarlyCandidatesAnswerer:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
         from drift.simulate.loopback import configure_interfaces
-        from drift.simulate.peer import split_candidates
+        from drift.simulate.sdp import split_candidates
 
         configure_interfaces(real_interfaces=False)  # 127.0.0.1 candidates only
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from drift.core import node_messages
 from drift.core import protocol as p
 from drift.core.cluster import ClusterLobby
 from drift.core.lobby import (
@@ -128,17 +129,97 @@ class RedisCluster:
             if isinstance(effect, Send | Close | Event):
                 out.append(effect)
             elif isinstance(effect, QueueOp):
-                args = queue_op_args(effect, PREFIX, node.node, self.config.max_queue, self.never)
-                result = self.scripts[effect.op](keys=queue_keys(PREFIX), args=args)
-                if effect.op != "leave":
-                    more = node.queue_result(effect.peer, tuple(result), self.now)
-                    todo.extend((node, e) for e in more)
+                result = self.run_script(node, effect)
+                if result is not None:
+                    todo.extend((node, e) for e in node.queue_result(effect, result, self.now))
             elif isinstance(effect, Forward):
                 target = self.nodes[effect.node]
-                todo.extend((target, e) for e in target.deliver(effect.message, self.now))
+                todo.extend((target, e) for e in target.deliver(self.carry(effect), self.now))
             elif isinstance(effect, Cooldown):
-                a, b = sorted((effect.a, effect.b))
-                key = f"{PREFIX}cool:{a}:{b}"
-                self.redis.set(key, 1)
-                self.cooling[key] = self.now + effect.seconds
+                self.cool(effect)
         return out
+
+    def run_script(self, node: ClusterLobby, op: QueueOp) -> node_messages.QueueResult | None:
+        """Run ``op``'s Lua script as the backend does; its typed result (None for a leave)."""
+        args = queue_op_args(op, PREFIX, node.node, self.config.max_queue, self.never)
+        reply = self.scripts[op.op](keys=queue_keys(PREFIX), args=args)
+        return None if op.op == "leave" else node_messages.queue_result(reply)
+
+    @staticmethod
+    def carry(forward: Forward) -> node_messages.NodeMessage:
+        """The message as the other node receives it: encoded and decoded as over pub/sub."""
+        message = node_messages.decode(node_messages.encode(forward.message))
+        assert message is not None, forward
+        return message
+
+    def cool(self, effect: Cooldown) -> None:
+        a, b = sorted((effect.a, effect.b))
+        key = f"{PREFIX}cool:{a}:{b}"
+        self.redis.set(key, 1)
+        self.cooling[key] = self.now + effect.seconds
+
+
+class InterleavedCluster(RedisCluster):
+    """The same two nodes, with the order of their I/O left to the caller.
+
+    :class:`RedisCluster` carries out every effect at once; a real node does
+    not. Here each node has what the Redis backend has in flight:
+
+    * ``ops``: queue operations, messages to publish and cooldowns the core
+      emitted, not yet run in Redis (one ordered worker per node);
+    * ``results``: queue-script results already decided in Redis, not yet fed
+      back to the core (they come back in the order the ops ran);
+    * ``inbox``: messages another node published here, not yet delivered
+      (pub/sub keeps one sender's order).
+
+    :meth:`step` runs one of these, chosen by the caller, so a test can walk
+    every order the real backend allows: a ``Paired`` message overtaking the
+    result of the join it answers, a ``leave`` running between a pop and its
+    message, and so on. Client calls return only what the core sends at once.
+    """
+
+    def __init__(self, url: str, config: LobbyConfig, new_room_id: Any) -> None:
+        super().__init__(url, config, new_room_id)
+        self.ops: dict[str, deque[QueueOp | Forward | Cooldown]] = {n: deque() for n in NODES}
+        self.results: dict[str, deque[tuple[QueueOp, Any]]] = {n: deque() for n in NODES}
+        self.inbox: dict[str, deque[Any]] = {n: deque() for n in NODES}
+
+    def _settle(self, origin: ClusterLobby, effects: list[Effect]) -> list[Effect]:
+        out: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, Send | Close | Event):
+                out.append(effect)
+            else:
+                self.ops[origin.node].append(effect)
+        return out
+
+    def steps(self) -> list[tuple[str, str]]:
+        """What may happen next: ``(kind, node)`` with kind ``run``, ``result`` or ``deliver``."""
+        queues = (("run", self.ops), ("result", self.results), ("deliver", self.inbox))
+        return [(kind, n) for kind, per_node in queues for n in NODES if per_node[n]]
+
+    def quiet(self) -> bool:
+        return not self.steps()
+
+    def step(self, kind: str, name: str) -> list[Effect]:
+        node = self.nodes[name]
+        if kind == "run":
+            op = self.ops[name].popleft()
+            if isinstance(op, QueueOp):
+                result = self.run_script(node, op)
+                if result is not None:
+                    self.results[name].append((op, result))
+            elif isinstance(op, Forward):
+                self.inbox[op.node].append(self.carry(op))
+            else:
+                self.cool(op)
+            return []
+        if kind == "result":
+            op, result = self.results[name].popleft()
+            return self._settle(node, node.queue_result(op, result, self.now))
+        message = self.inbox[name].popleft()
+        return self._settle(node, node.deliver(message, self.now))
+
+    def rejoin(self, name: str) -> None:
+        """The node's heartbeat found Redis back after a blip: it re-joins its waiting peers."""
+        self.ops[name].extend(self.nodes[name].rejoin_all())

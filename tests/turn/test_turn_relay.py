@@ -24,13 +24,15 @@ from rich.console import Console
 from drift.client.urls import ws_url
 from drift.errors import ConfigError
 from drift.exitcodes import ExitCode
+from drift.harness.coturn import Coturn
+from drift.harness.ports import free_port
 from drift.simulate.command import Settings, SimulateResult, simulate_run
 from drift.simulate.embedded import EmbeddedServer
-from drift.simulate.peer import candidate_types
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
+from drift.simulate.sdp import candidate_types
 from drift.simulate.verify import classify
 from tests.conftest import MakeServer
-from tests.support.coturn import SECRET, Coturn, free_udp_port, run_coturn
+from tests.support.coturn import SECRET, run_coturn
 
 #: Per-pair timeout of the runs: generous, the machine is shared (a pair takes < 1 s).
 PAIR_TIMEOUT = 20.0
@@ -137,7 +139,7 @@ async def test_expired_credentials_fail_with_credentials_rejected(
 
 
 async def test_unreachable_turn_is_its_own_kind(tmp_path: Path) -> None:
-    nowhere = f"turn:127.0.0.1:{free_udp_port()}?transport=udp"  # nothing listens there
+    nowhere = f"turn:127.0.0.1:{free_port(udp=True)}?transport=udp"  # nothing listens there
     result = await run(tmp_path, peers=2, turn_urls=(nowhere,), turn_secret=SECRET)
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert failure_kinds(result) == {Failure.TURN_UNREACHABLE.value: 2}
@@ -235,7 +237,7 @@ def test_turn_check_names_a_wrong_secret_in_one_line(turn: Coturn) -> None:
 
 
 def test_turn_check_names_an_unreachable_server_in_one_line() -> None:
-    url = f"turn:127.0.0.1:{free_udp_port()}"
+    url = f"turn:127.0.0.1:{free_port(udp=True)}"
     done = turn_check("--url", url, "--secret", SECRET, "--timeout", "10")
     assert done.returncode == ExitCode.UNREACHABLE
     lines = done.stderr.strip().splitlines()

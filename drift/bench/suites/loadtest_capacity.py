@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drift.harness.env import child_env
 from drift.report.paths import run_dir
 
 PACING_S = 2.0
@@ -79,7 +80,9 @@ def loadtest(
         str(workers),
     ]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(), check=False
+    )
     match = re.search(r"report: (\S+)report\.html", proc.stderr.replace("\n", ""))
     if match is None:
         raise SystemExit(

@@ -21,14 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drift.bench.procs import (
-    DRIFT_FLAGS,
-    RedisServer,
-    ServerProc,
-    run_loadgen,
-)
+from drift.bench.loadgen import run_loadgen
 from drift.bench.results import Outcome
 from drift.bench.runner import Bench
+from drift.bench.servers import DRIFT_FLAGS
+from drift.harness.redis import RedisServer
+from drift.harness.serve import ServeProcess
 from drift.report.paths import run_dir
 
 LOADS = ("relay", "join", "redis-relay")
@@ -52,22 +50,12 @@ def serve_profiled(out: Path, serve_args: list[str]) -> None:
         out.with_suffix(".html").write_text(profiler.output_html())
 
 
-def _server(name: str, out_dir: Path, extra: list[str]) -> ServerProc:
-    argv = [
-        sys.executable,
-        "-m",
-        "drift.bench.suites.profile_server",
-        "--serve",
-        str(out_dir / f"profile-{name}"),
-        "--",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        *DRIFT_FLAGS,
-        *extra,
-    ]
-    return ServerProc(f"profiled-{name}", argv, out_dir)
+def _server(name: str, out_dir: Path, extra: list[str]) -> ServeProcess:
+    """``drift serve`` under the profiler: this module's ``--serve`` in the child."""
+    profiled = str(out_dir / f"profile-{name}")
+    program = (sys.executable, "-m", "drift.bench.suites.profile_server", "--serve", profiled, "--")
+    log = out_dir / f"profiled-{name}.out"
+    return ServeProcess([*DRIFT_FLAGS, *extra], log, program=program, name=f"profiled-{name}")
 
 
 def profile(load: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -75,7 +63,7 @@ def profile(load: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
     redis: RedisServer | None = None
     extra: list[str] = []
     if load == "redis-relay":
-        redis = RedisServer(out_dir)
+        redis = RedisServer(out_dir, out_dir / "redis.out")
         redis.start()
         extra = ["--redis", redis.url]
     nodes = [_server(f"{load}-{i}", out_dir, extra) for i in range(2 if redis else 1)]
@@ -93,7 +81,7 @@ def profile(load: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
             node.stop(timeout=60)  # SIGTERM: the profile is written on the way out
         if redis is not None:
             redis.stop()
-    return {"load": load, "result": result, "profiles": [str(n.out_path) for n in nodes]}
+    return {"load": load, "result": result, "profiles": [str(n.log_path) for n in nodes]}
 
 
 def run(bench: Bench) -> Outcome:

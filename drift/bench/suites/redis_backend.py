@@ -15,18 +15,21 @@ Repetitions alternate in-memory and Redis. Run alone:
 
 from __future__ import annotations
 
-import shutil
 import sys
 from typing import Any
 
 import redis
 
-from drift.bench.procs import DRIFT_FLAGS, RedisServer, ServerProc, drift_server, run_loadgen
+from drift.bench.loadgen import run_loadgen
 from drift.bench.results import Outcome, Row, Section, fmt_latency
 from drift.bench.runner import Bench
+from drift.bench.servers import DRIFT_FLAGS, drift_server
+from drift.harness.programs import MissingProgram
+from drift.harness.redis import RedisServer
+from drift.harness.serve import ServeProcess
 
 
-def _measure(bench: Bench, nodes: list[ServerProc], extra_pids: list[int]) -> dict[str, Any]:
+def _measure(bench: Bench, nodes: list[ServeProcess], extra_pids: list[int]) -> dict[str, Any]:
     sizes = bench.sizes
     for node in nodes:
         node.start()
@@ -65,17 +68,18 @@ def _measure(bench: Bench, nodes: list[ServerProc], extra_pids: list[int]) -> di
 
 
 def run(bench: Bench) -> Outcome:
-    if shutil.which("redis-server") is None:
-        # The rest of the run still counts; say loudly what is missing.
-        why = "redis-server is not installed (Debian package redis-server): skipped"
-        bench.log(f"[yellow]Redis backend: {why}[/]")
-        return Outcome(raw={"skipped": why})
     sizes = bench.sizes
     logs = bench.log_dir
+    try:
+        store = RedisServer(logs, logs / "redis.out")
+    except MissingProgram as exc:
+        # The rest of the run still counts; say loudly what is missing.
+        why = f"{exc}: skipped"
+        bench.log(f"[yellow]Redis backend: {why}[/]")
+        return Outcome(raw={"skipped": why})
     bench.begin("redis backend", sizes.reps * 2)
     reps: list[dict[str, Any]] = []
-    with RedisServer(logs) as store:
-        store.start()
+    with store:
         client = redis.Redis.from_url(store.url)
         try:
             for rep in range(1, sizes.reps + 1):

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drift.bench.procs import child_env
 from drift.bench.results import Outcome, Row
 from drift.bench.runner import Bench
+from drift.harness.env import child_env
 
 Benchmark = Callable[[Bench], Outcome]
 
@@ -73,7 +73,7 @@ def simulate_overhead(bench: Bench) -> Outcome:
     args = ["--reps", "1", "--peers", "100"] if bench.quick else []
     argv = [sys.executable, "-m", MODULES["simulate"], *args]
     log = bench.log_dir / "simulate_overhead.out"
-    env = {**child_env(), "DRIFT_REPORTS_DIR": str(bench.run_dir)}
+    env = child_env({"DRIFT_REPORTS_DIR": str(bench.run_dir)})
     label = "simulate --peers " + ("100" if bench.quick else "500") + " vs bare aiortc loop"
     with bench.step(label), log.open("wb") as sink:
         done = subprocess.run(
@@ -116,7 +116,7 @@ def loadtest_capacity(bench: Bench) -> Outcome:
     bench.begin("load capacity", 1)
     argv = [sys.executable, "-m", MODULES["load"]]
     log = bench.log_dir / "loadtest_capacity.out"
-    env = {**child_env(), "DRIFT_REPORTS_DIR": str(bench.run_dir)}
+    env = child_env({"DRIFT_REPORTS_DIR": str(bench.run_dir)})
     with bench.step("drift loadtest capacity (script)"), log.open("wb") as sink:
         done = subprocess.run(
             argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=bench.run_dir, check=False

@@ -22,14 +22,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from drift.bench.procs import DRIFT_FLAGS, ServerProc, bare_server, drift_server, run_loadgen
+from drift.bench.loadgen import run_loadgen
 from drift.bench.results import Outcome, Row, Section, fmt_latency
 from drift.bench.runner import Bench
+from drift.bench.servers import DRIFT_FLAGS, bare_server, drift_server
+from drift.harness.serve import ServeProcess
 
 KB = 1000.0
 
 
-def _hold(bench: Bench, server: ServerProc) -> dict[str, Any]:
+def _hold(bench: Bench, server: ServeProcess) -> dict[str, Any]:
     server.start()
     try:
         return run_loadgen(
@@ -45,7 +47,7 @@ def _hold(bench: Bench, server: ServerProc) -> dict[str, Any]:
         server.stop(kill=True)
 
 
-def _relay_and_latency(bench: Bench, server: ServerProc, latency: bool) -> dict[str, Any]:
+def _relay_and_latency(bench: Bench, server: ServeProcess, latency: bool) -> dict[str, Any]:
     sizes = bench.sizes
     server.start()
     try:
@@ -74,7 +76,7 @@ def _relay_and_latency(bench: Bench, server: ServerProc, latency: bool) -> dict[
         server.stop(kill=True)
 
 
-def _echo(bench: Bench, server: ServerProc) -> dict[str, Any]:
+def _echo(bench: Bench, server: ServeProcess) -> dict[str, Any]:
     server.start()
     try:
         return run_loadgen(

@@ -28,31 +28,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 
+from drift import aio
 from drift.bench.suites.bare_loop import bare_loop
+from drift.harness.env import child_env
 from drift.report.paths import run_dir
 from drift.simulate.command import Settings, auto_procs, simulate_run
 
-T = TypeVar("T")
-
 #: The issue's target: simulate may take at most this multiple of the bare loop.
 TARGET_RATIO = 1.25
-
-
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await factory()
-
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
 
 
 def simulate_once(peers: int, folder: Path) -> tuple[float, dict[str, Any]]:
@@ -61,7 +49,7 @@ def simulate_once(peers: int, folder: Path) -> tuple[float, dict[str, Any]]:
         peers=peers, media_fraction=0.0, live=False, report_dir=folder, procs=auto_procs(peers)
     )
     started = time.perf_counter()
-    result = _run(lambda: simulate_run(settings, Console(quiet=True)))
+    result = aio.run(simulate_run(settings, Console(quiet=True)))
     wall = time.perf_counter() - started
     return wall, result.summary
 
@@ -82,6 +70,7 @@ def cli_once(argv: list[str], folder: Path) -> tuple[float, int, dict[str, Any]]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=child_env(),
         check=False,
     )
     wall = time.perf_counter() - started
@@ -107,7 +96,7 @@ def main() -> int:
     verified: list[int] = []
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         for rep in range(args.reps):
-            bare.append(_run(lambda: bare_loop(pairs)))
+            bare.append(aio.run(bare_loop(pairs)))
             bare_asyncio.append(asyncio.run(bare_loop(pairs)))
             wall, summary = simulate_once(args.peers, Path(tmp) / f"sim{rep}")
             sim.append(wall)

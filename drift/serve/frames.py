@@ -1,0 +1,164 @@
+"""The gate between a client's socket and aiohttp's WebSocket reader.
+
+aiohttp answers pings and joins fragments inside its reader, so a flood of
+them never reaches the handler and the core's rate limit cannot see it. This
+gate reads only the frame headers of each chunk (a few operations per frame,
+payloads are skipped, never copied) before passing the chunk on, and
+
+- bills every frame the core will not see — control frames and non-final
+  fragments — to the connection's budget (``on_frames``); the final frame of a
+  message is billed by the core when the message arrives;
+- reports an unmasked client frame (RFC 6455 5.1: the server must close the
+  connection; aiohttp accepts it) through ``on_violation``;
+- once the server has decided to close (:meth:`shut`), passes on at most
+  :data:`CLOSE_ALLOWANCE` more bytes — room for the peer's close reply —,
+  throws away (unparsed) at most :data:`DISCARD_LIMIT` more, and then stops
+  reading the socket, so a flood after the close costs next to nothing.
+
+Why throw some bytes away rather than stop at once: closing a socket whose
+receive buffer holds unread bytes makes the kernel send a reset, and a reset
+makes the peer's kernel drop what it has not read yet — our close frame with
+it. A client that sent a burst and then stopped must still see why it was closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final, Protocol
+
+#: Bytes still parsed after the close decision: a close reply is 8 bytes.
+CLOSE_ALLOWANCE: Final = 1024
+#: Bytes then read and dropped unparsed before the socket is no longer read.
+DISCARD_LIMIT: Final = 1 << 20
+_PASSED: Final = (False, b"")
+
+
+class Parser(Protocol):
+    """What aiohttp's protocol calls on its payload parser (the WebSocketReader)."""
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]: ...
+
+    def feed_eof(self) -> None: ...
+
+
+class FrameGate:
+    """Wraps one connection's WebSocket reader; see the module docstring."""
+
+    __slots__ = (
+        "_allowance",
+        "_billing",
+        "_discard",
+        "_head",
+        "_inner",
+        "_on_frames",
+        "_on_violation",
+        "_skip",
+        "_transport",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        on_frames: Callable[[int], None],
+        on_violation: Callable[[], None],
+        *,
+        billing: bool = True,
+        stop_after_close: bool = True,
+    ) -> None:
+        self._inner: Parser | None = None
+        self._transport = transport
+        self._on_frames = on_frames
+        self._on_violation = on_violation
+        self._billing = billing
+        #: payload bytes of the current frame not seen yet
+        self._skip = 0
+        #: the start of a frame header cut by the end of the last chunk
+        self._head = b""
+        #: -1 while open; bytes still passed on once shut (never, if not stopping)
+        self._allowance = -1 if stop_after_close else -2
+        self._discard = DISCARD_LIMIT
+        #: done once the socket is gone (aiohttp feeds the reader its EOF then)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def attach(self, inner: Parser) -> FrameGate:
+        self._inner = inner
+        return self
+
+    def shut(self) -> None:
+        """The server is closing this connection: stop reading it soon."""
+        if self._allowance == -1:
+            self._allowance = CLOSE_ALLOWANCE
+
+    def feed_eof(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._inner is not None:
+            self._inner.feed_eof()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        inner = self._inner
+        assert inner is not None, "attach() the reader first"
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._allowance >= 0:
+            return self._closing(inner, data)
+        billed = self._scan(data)
+        if billed < 0:
+            self._on_violation()
+            return self._closing(inner, b"")
+        if billed and self._billing:
+            self._on_frames(billed)
+            if self._allowance >= 0:  # the bill ended in a close
+                return self._closing(inner, data)
+        return inner.feed_data(data)
+
+    def _closing(self, inner: Parser, data: bytes) -> tuple[bool, bytes]:
+        allowance = self._allowance
+        if len(data) <= allowance:
+            self._allowance = allowance - len(data)
+            return inner.feed_data(data) if data else _PASSED
+        self._allowance = 0
+        self._discard -= len(data) - allowance
+        if self._discard < 0:
+            # Nothing more is read from this socket: the kernel's buffers fill
+            # and the peer's own sends block, at no cost to the server.
+            self._transport.pause_reading()
+        return inner.feed_data(data[:allowance]) if allowance else _PASSED
+
+    def _scan(self, data: bytes) -> int:
+        """Frames in ``data`` the core will not bill, or -1 for an unmasked frame."""
+        if self._head:
+            data = self._head + data
+            self._head = b""
+        size = len(data)
+        pos = self._skip
+        if pos >= size:
+            self._skip = pos - size
+            return 0
+        billed = 0
+        while True:
+            if size - pos < 2:
+                break
+            first, second = data[pos], data[pos + 1]
+            if not second & 0x80:
+                return -1
+            length = second & 0x7F
+            header = 6 if length < 126 else 8 if length == 126 else 14
+            if size - pos < header:
+                break
+            if length == 126:
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            # Control frames (opcode 8+) and every fragment but the last.
+            if first & 0x08 or not first & 0x80:
+                billed += 1
+            pos += header + length
+            if pos >= size:
+                self._skip = pos - size
+                return billed
+        self._head = data[pos:]
+        self._skip = 0
+        return billed
