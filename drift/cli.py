@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "fuzz": "drift.fuzz.command:fuzz",
     "turn-check": "drift.turn.command:turn_check",
     "bench": "drift.bench.command:bench",
+    "proxy": "drift.proxy.command:proxy",
 }
 
 

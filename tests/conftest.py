@@ -9,11 +9,13 @@ import redis
 
 from drift.client import urls
 from drift.harness.redis import RedisServer
+from drift.harness.serve import AsyncServeProcess
 from drift.serve.config import ServerConfig
 from drift.serve.server import Server
 from tests.support.programs import require_program
 
 MakeServer = Callable[..., Awaitable[Server]]
+StartServe = Callable[..., Awaitable[AsyncServeProcess]]
 
 
 @pytest.fixture
@@ -31,6 +33,24 @@ async def make_server() -> AsyncIterator[MakeServer]:
     yield factory
     for server in servers:
         await server.shutdown()
+
+
+@pytest.fixture
+async def drift_serve() -> AsyncIterator[StartServe]:
+    """Start real ``drift serve`` processes (:meth:`AsyncServeProcess.start`'s arguments).
+
+    Every one of them, and whatever it started, is killed after the test.
+    """
+    started: list[AsyncServeProcess] = []
+
+    async def start(*args: str, **kwargs: Any) -> AsyncServeProcess:
+        proc = await AsyncServeProcess.start(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        await proc.kill()
 
 
 @pytest.fixture(scope="session")

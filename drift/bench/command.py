@@ -1,8 +1,8 @@
-"""``drift bench``: run every benchmark of ``drift/bench/suites/``, write JSON and the docs table.
+"""``drift bench``: run every benchmark of :mod:`drift.bench.suites`, write JSON and the docs table.
 
-The benchmarks live in the repository (they are code to read, not part of the
-installed package), so this command needs a clone: it finds ``drift/bench/suites/``
-next to the ``drift`` package of an editable install, or in the current folder.
+The suites (and the bare baseline servers they start) are part of the package,
+so an installed drift runs them from any folder; only ``--docs`` needs a clone,
+whose ``docs/performance.md`` it rewrites (or ``--doc-path FILE``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from drift.report.paths import run_dir
 #: What a plain ``drift bench`` runs, in order. ``--only profile`` (pyinstrument)
 #: and ``--only load`` (the locust capacity sweep, minutes long) are extra.
 NAMES = ("server", "redis", "simulate")
-CHOICES = (*NAMES, "profile", "load")
+CHOICES = (*NAMES, "profile", "load", "network")
 
 
 def default_doc_path() -> Path:

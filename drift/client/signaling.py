@@ -56,6 +56,9 @@ class ClientState(enum.StrEnum):
 class ProtocolViolation(DriftError):
     """The server sent something docs/protocol.md does not allow at this point."""
 
+    #: the decoded frame that broke the contract, when there was one
+    frame: p.ServerMessage | None = None
+
 
 class ConnectionClosed(DriftError):
     """The WebSocket closed; ``code`` is the close code when there was one."""
@@ -352,7 +355,9 @@ class SignalingClient:
 
     def _unexpected(self, msg: p.ServerMessage) -> ProtocolViolation:
         pending = f", {self._pending} pending" if self._pending else ""
-        return ProtocolViolation(f"unexpected {_kind(msg)!r} while {self.state.value}{pending}")
+        exc = ProtocolViolation(f"unexpected {_kind(msg)!r} while {self.state.value}{pending}")
+        exc.frame = msg
+        return exc
 
 
 def _kind(msg: p.ServerMessage) -> str:

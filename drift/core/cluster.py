@@ -112,6 +112,10 @@ class ClusterLobby(Lobby):
         self._pending: set[str] = set()
         #: waiting peer -> ticket of its latest join
         self._tickets: dict[str, int] = {}
+        #: peer -> its joins and retries whose results have not come back
+        self._in_flight: dict[str, int] = {}
+        #: waiting peers to join again once their ops in flight are back (rejoin_all)
+        self._rejoin_later: set[str] = set()
         self._next_ticket = itertools.count(1).__next__
 
     @property
@@ -125,7 +129,11 @@ class ClusterLobby(Lobby):
         """A join under a fresh ticket: from now on only that entry stands for the peer."""
         ticket = self._next_ticket()
         self._tickets[peer_id] = ticket
-        return QueueOp("join", peer_id, ticket)
+        return self._ask(QueueOp("join", peer_id, ticket))
+
+    def _ask(self, op: QueueOp) -> QueueOp:
+        self._in_flight[op.peer] = self._in_flight.get(op.peer, 0) + 1
+        return op
 
     def _holds(self, peer_id: str, ticket: int) -> Peer | None:
         """The peer, if it waits here and ``ticket`` is that of its latest join."""
@@ -145,6 +153,7 @@ class ClusterLobby(Lobby):
             out.append(QueueOp("leave", peer.id))
         self._pending.discard(peer.id)
         self._tickets.pop(peer.id, None)
+        self._rejoin_later.discard(peer.id)
         peer.state = State.IDLE
 
     def _taken(self, peer: Peer, out: list[Effect], *, held: bool) -> None:
@@ -158,6 +167,7 @@ class ClusterLobby(Lobby):
         """
         self.queue.pop(peer.id, None)
         self._tickets.pop(peer.id, None)
+        self._rejoin_later.discard(peer.id)
         if peer.id in self._pending:
             self._pending.discard(peer.id)
             if held:
@@ -169,11 +179,14 @@ class ClusterLobby(Lobby):
         # to look again, and the queue decides who waited longer.
         for peer in ended:
             if peer.state is State.WAITING and peer.id not in self._pending:
-                out.append(QueueOp("retry", peer.id, self._tickets[peer.id]))
+                out.append(self._ask(QueueOp("retry", peer.id, self._tickets[peer.id])))
 
     def queue_result(self, op: QueueOp, result: QueueResult, now: float) -> list[Effect]:
         """What the shared queue answered to ``op`` (results come back in the order of the ops)."""
         out: list[Effect] = []
+        left = self._in_flight.pop(op.peer, 0) - 1
+        if left > 0:
+            self._in_flight[op.peer] = left
         peer = self._holds(op.peer, op.ticket)
         if isinstance(result, nm.Matched):
             self._matched(peer, op.peer, result, now, out)
@@ -196,10 +209,7 @@ class ClusterLobby(Lobby):
         elif peer.id in self._pending:
             # Only a join that was never confirmed fails; a peer already told
             # `waiting` keeps waiting when a retry or re-join cannot get through.
-            self.queue.pop(peer.id, None)
-            self._pending.discard(peer.id)
-            self._tickets.pop(peer.id, None)
-            peer.state = State.IDLE
+            self._dequeue(peer, [])  # no leave op: the join wrote no entry, or see below
             if isinstance(result, nm.Full):
                 self._error(peer, ErrorCode.QUEUE_FULL, "the queue is full", out)
             else:
@@ -207,6 +217,11 @@ class ClusterLobby(Lobby):
                 self._error(
                     peer, ErrorCode.UNAVAILABLE, "matchmaking is unavailable; try again", out
                 )
+        if left <= 0 and op.peer in self._rejoin_later:
+            # The re-join rejoin_all held back goes now, behind everything in flight.
+            self._rejoin_later.discard(op.peer)
+            if op.peer in self.queue:
+                out.append(self._join(op.peer))
         return out
 
     def _matched(
@@ -327,6 +342,18 @@ class ClusterLobby(Lobby):
 
     def rejoin_all(self) -> list[QueueOp]:
         """The shared queue may have lost entries (Redis restarted, or was unreachable):
-        join every waiting peer again, under new tickets (the join script keeps the
-        place of an entry that survived)."""
-        return [self._join(peer_id) for peer_id in self.queue]
+        join every waiting peer again, under a new ticket (the join script keeps the
+        place of an entry that survived).
+
+        The I/O layer may run these ahead of operations already in flight (its
+        next batch starts with them). A peer with a join or retry in flight is
+        therefore joined again only once those are back: an older join running
+        after a newer one could write an entry that nothing stands for.
+        """
+        ops: list[QueueOp] = []
+        for peer_id in self.queue:
+            if self._in_flight.get(peer_id):
+                self._rejoin_later.add(peer_id)
+            else:
+                ops.append(self._join(peer_id))
+        return ops

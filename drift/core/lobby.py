@@ -336,8 +336,9 @@ class Lobby:
     def charge(self, peer_id: str, frames: int, now: float) -> list[Effect]:
         """Bill ``frames`` wire frames the core never sees (pings, pongs, fragments).
 
-        They cost the same budget as messages, so a flood of them ends in
-        ``rate-limited`` errors and then close 1008, like a flood of messages.
+        They cost the same budget as messages, and one over it counts towards
+        close 1008 like a refused message; it gets no ``rate-limited`` error,
+        since error frames answer messages (a client counts on one each).
         """
         peer = self.peers.get(peer_id)
         if peer is None or peer.closing:
@@ -345,7 +346,7 @@ class Lobby:
         out: list[Effect] = []
         for _ in range(frames):
             if not peer.bucket.take(now):
-                self._refused(peer, now, out)
+                self._refused(peer, now, out, answer=False)
                 if peer.closing:
                     break
         return out
@@ -607,7 +608,7 @@ class Lobby:
         self.counters.closes[code] = self.counters.closes.get(code, 0) + 1
         return [Close(peer_id, code, why), Event("peer_refused", peer_id, fields={"why": why})]
 
-    def _refused(self, peer: Peer, now: float, out: list[Effect]) -> None:
+    def _refused(self, peer: Peer, now: float, out: list[Effect], *, answer: bool = True) -> None:
         peer.strikes = max(0.0, peer.strikes - (now - peer.strikes_at)) + 1.0
         peer.strikes_at = now
         if peer.strikes > self.config.rate_burst:
@@ -617,7 +618,8 @@ class Lobby:
             out.append(Close(peer.id, code, "rate limit abused"))
             out.append(Event("peer_abusive", peer.id))
             return
-        self._error(peer, ErrorCode.RATE_LIMITED, "too many messages; slow down", out)
+        if answer:
+            self._error(peer, ErrorCode.RATE_LIMITED, "too many messages; slow down", out)
 
     def _error(self, peer: Peer, code: ErrorCode, message: str, out: list[Effect]) -> None:
         errors = self.counters.errors

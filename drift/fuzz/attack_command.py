@@ -81,31 +81,21 @@ def _ms(value: float) -> str:
 def _summary(
     console: Console, reports: list[AttackReport], server_log: list[str], *, embedded: bool
 ) -> None:
-    table = Table(title="drift fuzz --attack")
-    for column in (
-        "attack",
-        "rtt base ms",
-        "rtt under ms",
-        "match base ms",
-        "match under ms",
-        "healthz",
-        "server's answer",
-        "verdict",
-    ):
+    table = Table(title="drift fuzz --attack (honest medians: baseline -> under attack)")
+    for column in ("attack", "offer->answer ms", "join->matched ms", "/healthz", "verdict"):
         table.add_column(column)
     for r in reports:
         table.add_row(
             r.attack,
-            _ms(r.baseline_rtt_ms),
-            _ms(r.attack_rtt_ms),
-            _ms(r.baseline_match_ms),
-            _ms(r.attack_match_ms),
+            f"{_ms(r.baseline_rtt_ms)} -> {_ms(r.attack_rtt_ms)}",
+            f"{_ms(r.baseline_match_ms)} -> {_ms(r.attack_match_ms)}",
             f"{r.healthz_ok} ok, {r.healthz_failed} failed",
-            r.outcome or "-",
             "[green]PASS[/]" if r.ok else f"[red]FAIL[/] ({len(r.problems)})",
         )
     console.print(table)
     for r in reports:
+        if r.outcome:
+            console.print(f"  {r.attack}: {r.outcome}", markup=False, soft_wrap=True)
         for text in r.problems[:10]:
             console.print(f"  - {text}", markup=False, soft_wrap=True)
     if embedded:

@@ -67,6 +67,11 @@ ATTACKS: Final = (
 POLICY_VIOLATION: Final = 1008
 #: Frames written per batch by the floods (one write, then a yield).
 _BATCH: Final = 512
+#: Relays of the stalled-reader victim, and their size: small steps, so the
+#: server's queue to the stalled peer cannot jump over 64-128 KiB between two
+#: of aiohttp's drain points (every 64 KiB written).
+_RELAYS: Final = 60
+_RELAY: Final = 6_000
 
 
 @dataclass(frozen=True)
@@ -379,10 +384,11 @@ class StalledReader(_Attack):
     """A peer that never reads, matched with a victim that keeps relaying to it.
 
     The stalled peer keeps a tiny receive buffer and sends unsolicited pongs, so
-    the heartbeat never drops it. The victim relays 16 KiB offers (filling the
+    the heartbeat never drops it. The victim relays offers (filling the
     server's queue to the stalled peer through 64-128 KiB) and after each one
     asks the server something (an invalid frame): the answer must come while
-    its partner stalls. The stalled peer must be cut off.
+    its partner stalls. The stalled peer must be cut off. The victim relays
+    6 KB offers (at most 60, paced under the default rate limit).
     """
 
     def __init__(self, cfg: AttackConfig) -> None:
@@ -398,6 +404,9 @@ class StalledReader(_Attack):
         host, port = _target(self.cfg.url)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # A small segment size keeps the server's kernel send buffer to this
+        # peer small (it is sized in segments), so the queue fills in user space.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, port))
         stalled = await RawWebSocket.connect(self.cfg.url, self.cfg.reply_timeout, sock=sock)
@@ -423,10 +432,12 @@ class StalledReader(_Attack):
         if victim is None or stalled is None:
             return
         pongs = asyncio.create_task(self._pongs(stalled))
-        offer = json.dumps({"type": "offer", "sdp": {"type": "offer", "sdp": "a" * 16_000}})
+        offer = json.dumps({"type": "offer", "sdp": {"type": "offer", "sdp": "a" * _RELAY}})
         sent, cut_off = 0, False
         try:
-            while not self.stop.is_set() and not cut_off:
+            # Not bounded by `stop`: the queue must pass through 64-128 KiB, however
+            # much the kernel's buffers take first.
+            while sent < _RELAYS and not cut_off:
                 await victim.send_str(offer)
                 sent += 1
                 await victim.send_str('{"type":"bogus"}')
@@ -457,11 +468,11 @@ class StalledReader(_Attack):
         finally:
             pongs.cancel()
         if cut_off:
-            self.notes.append(f"the stalled peer was cut off after {sent} relays of 16 KB")
+            self.notes.append(f"the stalled peer was cut off after {sent} relays of 6 KB")
         else:
             self.problems.append(
                 f"{self.cfg.attack}: the peer that never reads was not cut off after "
-                f"{sent} relays of 16 KB"
+                f"{sent} relays of 6 KB"
             )
 
     async def _pongs(self, ws: RawWebSocket) -> None:

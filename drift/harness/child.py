@@ -27,6 +27,12 @@ from drift.harness.env import child_env
 from drift.harness.waiting import wait_until
 
 
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group that child ``pid`` leads (not yet reaped, so still its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 class NotReady(DriftError):
     """The child exited (``code``) or stayed silent (``code`` None) before it was ready."""
 
@@ -76,7 +82,8 @@ class Child:
         """Start the process (not yet known to be ready)."""
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            # Unbuffered: what the child wrote is in the file at once, for whoever reads it.
+            self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
         stderr: IO[bytes] | int | None = None
         if not self.inherit_stderr:
             stderr = self._log or subprocess.DEVNULL
@@ -87,6 +94,9 @@ class Child:
             stderr=stderr,
             env=self.env,
             cwd=self.cwd,
+            # Its own process group: a terminal's Ctrl-C reaches only this process,
+            # which stops the child itself, and a kill reaches whatever the child started.
+            start_new_session=True,
         )
 
     def wait_for_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
@@ -156,6 +166,10 @@ class Child:
             return ""
         return lines[-1][:chars] if lines else ""
 
+    def poll(self) -> int | None:
+        """The exit code once it has exited; None while it runs (or before it started)."""
+        return self.proc.poll() if self.proc is not None else None
+
     def send_signal(self, signum: int) -> None:
         if self.running:
             assert self.proc is not None
@@ -174,11 +188,14 @@ class Child:
         proc, code = self.proc, None
         if proc is not None:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+                if kill:
+                    kill_group(proc.pid)
+                else:
+                    proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    kill_group(proc.pid)
                     proc.wait()
             code = proc.returncode
             if self._drain is not None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from drift.client.urls import ws_url
 from drift.errors import ConfigError, DriftError
-from drift.harness.child import Child, NotReady
+from drift.harness.child import Child, NotReady, kill_group
 from drift.harness.env import child_env
 
 #: What ``drift serve`` prints on stdout once it listens; the one format of it.
@@ -142,6 +142,7 @@ class AsyncServeProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=child_env(env),
+            start_new_session=True,  # see Child.spawn
         )
         self = cls(proc)
         assert proc.stdout is not None and proc.stderr is not None
@@ -187,8 +188,9 @@ class AsyncServeProcess:
         return code
 
     async def kill(self) -> None:
+        """SIGKILL it and whatever it started (``--workers``), then read the rest of its output."""
         if self.proc.returncode is None:
-            self.proc.kill()
+            kill_group(self.proc.pid)
             await self.proc.wait()
         for task in self._readers:
             task.cancel()

@@ -1,22 +1,21 @@
 """locust, headless, as subprocesses: one local process, or a master and N workers.
 
 locust runs on gevent and is never imported here (asyncio and gevent do not mix); this module only
-builds command lines and watches processes. The master (or the single process)
-writes locust's CSV and HTML and, through the locustfile, every raw sample.
+builds command lines and watches the processes (:class:`drift.harness.child.Child`,
+output in the run folder). The master (or the single process) writes locust's
+CSV and HTML and, through the locustfile, every raw sample.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from drift.harness.env import child_env
+from drift.harness.child import Child
 from drift.harness.ports import free_port
 from drift.loadtest.scenario import Scenario
 from drift.resources import data_dir
@@ -44,13 +43,12 @@ class LocustPlan:
         return math.ceil(self.scenario.duration_s)
 
     def env(self) -> dict[str, str]:
-        return child_env(
-            {
-                "DRIFT_SCENARIO": str(self.scenario_path),
-                "DRIFT_LOADTEST_SAMPLES": str(self.out_dir / SAMPLES_NAME),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+        """What the locustfile reads, on top of the child environment (see drift.harness.env)."""
+        return {
+            "DRIFT_SCENARIO": str(self.scenario_path),
+            "DRIFT_LOADTEST_SAMPLES": str(self.out_dir / SAMPLES_NAME),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def main_command(self) -> list[str]:
         s = self.scenario
@@ -110,56 +108,42 @@ class LocustRun:
         if plan.workers and not plan.master_port:
             plan = LocustPlan(**{**plan.__dict__, "master_port": free_port()})
         self.plan = plan
-        self.main: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self._logs: list[IO[bytes]] = []
+        self.main: Child | None = None
+        self.workers: list[Child] = []
 
-    def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.plan.out_dir / log_name, "wb")  # noqa: SIM115 - closed in stop()
-        self._logs.append(log)
-        # stdin closed: headless locust otherwise reads it for its keyboard controls
-        # and, given an open pipe it cannot read, never gets to exit.
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.plan.env(),
-            cwd=self.plan.out_dir,
-        )
+    def _spawn(self, cmd: list[str], log_name: str) -> Child:
+        # stdin closed (Child does it): headless locust otherwise reads it for its
+        # keyboard controls and, given an open pipe it cannot read, never gets to exit.
+        log = self.plan.out_dir / log_name
+        child = Child(cmd, name=log_name, log_path=log, env=self.plan.env(), cwd=self.plan.out_dir)
+        child.spawn()
+        child.drain()  # no ready line: locust's readiness is the run itself
+        return child
 
     def start(self) -> None:
         self.main = self._spawn(self.plan.main_command(), "locust.log")
         for i in range(self.plan.workers):
             self.workers.append(self._spawn(self.plan.worker_command(), f"locust-worker-{i}.log"))
 
+    def _children(self) -> list[Child]:
+        return [self.main, *self.workers] if self.main is not None else self.workers
+
     def pids(self) -> list[int]:
-        procs = [self.main, *self.workers] if self.main else self.workers
-        return [p.pid for p in procs if p is not None and p.poll() is None]
+        return [child.pid for child in self._children() if child.running]
 
     def poll(self) -> int | None:
         assert self.main is not None
         return self.main.poll()
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Wait briefly for a clean exit, then SIGTERM, then SIGKILL; the main exit code."""
-        procs = [p for p in (self.main, *self.workers) if p is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
-        return self.main.returncode if self.main is not None else None
+        """SIGTERM each (the master first: its quit message ends the workers), SIGKILL after
+        ``timeout``; the main exit code."""
+        codes = [child.stop(timeout) for child in self._children()]
+        return codes[0] if self.main is not None else None
 
     def wait_workers(self, timeout: float = 10.0) -> None:
         """Workers exit on the master's quit message; give them time before signalling."""
-        for proc in self.workers:
+        for child in self.workers:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
+                if child.proc is not None:
+                    child.wait(timeout)

@@ -27,6 +27,7 @@ gets one ``nft -f`` script (:mod:`drift.netlab.router`); rate is a tbf qdisc
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import itertools
 import json
@@ -35,7 +36,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType, TracebackType
@@ -59,6 +60,9 @@ _SINK_MAC: Final = "02:00:00:00:00:06"
 #: one /30 per home in each range
 MAX_HOMES: Final = _PUBLIC_HOMES.num_addresses // 4
 _NFT_THREADS: Final = 4
+#: a lab this large is built by this many processes (the small ones by one)
+_FORK_FROM: Final = 64
+_BUILD_PROCS: Final = 2
 _serial = itertools.count(1)
 
 
@@ -104,6 +108,19 @@ def home_addresses(index: int, nat: str) -> HomeAddresses:
     return HomeAddresses(
         str(lan), prefix, str(lan + 1), str(lan + 2), str(uplink + 1), str(uplink + 2)
     )
+
+
+def mac(index: int, role: int) -> str:
+    """A fixed, locally administered MAC per link end (role 1-4), for static neighbours."""
+    return f"02:d7:{role:02x}:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}"
+
+
+#: link ends of home i: router lan, home eth0, router wan, internet h<i>
+_LAN, _ETH0, _WAN, _UPLINK = 1, 2, 3, 4
+#: NUD_PERMANENT: the kernel never resolves (ARP) nor garbage-collects the entry
+_PERMANENT = 0x80
+#: link indexes: chosen in the router, numbered by the kernel in a fresh home (lo = 1)
+_H_ETH0, _R_LAN, _R_WAN = 2, 10, 11
 
 
 def turn_order(group: Group, index: int) -> tuple[str, ...]:
@@ -174,15 +191,25 @@ class NetworkLab:
         os.chmod(self.state, 0o700)
         self._build_internet()
         groups = self.profile.assign(self.peers)
-        scripts: list[tuple[int, str]] = []
-        with IPRoute() as _unused:  # fail early if netlink itself is unavailable
-            pass
+        prefix = ns.ns_name(os.getpid(), self.tag.split("-")[1])
         for index, group in enumerate(groups):
-            scripts.append(self._build_home(index, group))
-        with ThreadPoolExecutor(_NFT_THREADS, thread_name_prefix="drift-nft") as pool:
-            list(pool.map(lambda job: _nft(job[0], job[1]), scripts))
-        for fd, _ in scripts:
-            os.close(fd)
+            # every name is known before any is created, so close() finds them all
+            self.names += [f"{prefix}-r{index}", f"{prefix}-h{index}"]
+            addr = home_addresses(index, group.nat)
+            home = f"{prefix}-h{index}"
+            self.seats.append(Seat(index, group.name, home, addr.host, turn_order(group, index)))
+        homes = list(enumerate(groups))
+        workers = 1 if len(homes) < _FORK_FROM else max(1, min(_BUILD_PROCS, os.cpu_count() or 1))
+        children = [
+            _fork(functools.partial(self._build_homes, homes[k::workers]))
+            for k in range(1, workers)
+        ]
+        try:
+            self._build_homes(homes[0::workers])
+        finally:
+            problems = [p for p in (_join(child) for child in children) if p]
+        if problems:
+            raise LabError(problems[0])
         self.coturn = LabCoturn(self.state, SERVICE_IP, relay_ports=2 * self.peers + 64)
         self.coturn.start(self.internet_fd)
         self.stun_urls, self.turn_urls = self.coturn.urls(self.turn)
@@ -225,9 +252,10 @@ class NetworkLab:
     # ------------------------------------------------------------------ building
 
     def _create(self, role: str) -> int:
-        name = ns.ns_name(os.getpid(), f"{self.tag.split('-')[1]}-{role}")
-        self.names.append(name)
-        return ns.create(name)
+        # the owner is the lab's process even when a forked builder creates it
+        return ns.create(
+            ns.ns_name(int(self.tag.split("-")[0]), f"{self.tag.split('-')[1]}-{role}")
+        )
 
     def _build_internet(self) -> None:
         self.names.append(self.internet)
@@ -242,9 +270,8 @@ class NetworkLab:
                 sink = ipr.link_lookup(ifname="sink0")[0]
                 ipr.link("set", index=sink, state="up")
                 ipr.addr("add", index=sink, address=_SINK_ADDR, prefixlen=30)
-                ipr.neigh(
-                    "add", dst=_SINK_GATEWAY, lladdr=_SINK_MAC, ifindex=sink, state=0x80
-                )  # NUD_PERMANENT: no ARP, the packet just leaves into nothing
+                # no ARP for the gateway: a packet just leaves into nothing
+                _neighbour(ipr, sink, _SINK_GATEWAY, _SINK_MAC)
                 ipr.route("add", dst="0.0.0.0/0", gateway=_SINK_GATEWAY, oif=sink)
             if self.profile.needs_netem:
                 problem = _tc(["qdisc", "add", "dev", "sink0", "root", "netem", "delay", "1ms"])
@@ -255,52 +282,64 @@ class NetworkLab:
                         "jitter from the profile, or run on a kernel with sch_netem"
                     )
 
-    def _build_home(self, index: int, group: Group) -> tuple[int, str]:
-        """The home and router namespaces of peer ``index``; (router fd, its nft script)."""
+    def _build_homes(self, homes: list[tuple[int, Group]]) -> None:
+        """Build these homes; nft runs in other threads while this one builds the next."""
+        with ThreadPoolExecutor(_NFT_THREADS, thread_name_prefix="drift-nft") as pool:
+            jobs = []
+            with ns.inside(self.internet_fd):
+                inet = IPRoute()
+            try:
+                for index, group in homes:
+                    router_fd, script = self._build_home(index, group, inet)
+                    jobs.append(pool.submit(_nft, router_fd, script))
+            finally:
+                inet.close()
+            for job in jobs:
+                job.result()
+
+    def _build_home(self, index: int, group: Group, inet: IPRoute) -> tuple[int, str]:
+        """The home and router namespaces of peer ``index``; (router fd, its nft script).
+
+        pyroute2 costs ~0.3 ms of Python per netlink call, so each home takes as
+        few as it can: links are created with their index, MAC and state at once
+        (a new namespace numbers its links from lo = 1, so the home's eth0 is 2).
+        """
         addr = home_addresses(index, group.nat)
         router_fd = self._create(f"r{index}")
         home_fd = self._create(f"h{index}")
         with ns.inside(router_fd):
             _sysctl("net.ipv4.ip_forward", "1")
             with IPRoute() as ipr:
-                ipr.link(
-                    "add", ifname="lan", kind="veth", peer={"ifname": "eth0", "net_ns_fd": home_fd}
-                )
-                ipr.link(
-                    "add",
-                    ifname="wan",
-                    kind="veth",
-                    peer={"ifname": f"h{index}", "net_ns_fd": self.internet_fd},
-                )
-                lan = ipr.link_lookup(ifname="lan")[0]
-                wan = ipr.link_lookup(ifname="wan")[0]
-                ipr.addr("add", index=lan, address=addr.router_lan, prefixlen=addr.lan_prefix)
-                ipr.addr("add", index=wan, address=addr.uplink_router, prefixlen=30)
-                for idx in (lan, wan):
-                    ipr.link("set", index=idx, state="up")
+                for link, name, role, far, far_role, far_fd in (
+                    (_R_LAN, "lan", _LAN, "eth0", _ETH0, home_fd),
+                    (_R_WAN, "wan", _WAN, f"h{index}", _UPLINK, self.internet_fd),
+                ):
+                    ipr.link(
+                        "add", index=link, ifname=name, kind="veth", state="up",
+                        address=mac(index, role),
+                        peer={"ifname": far, "address": mac(index, far_role), "net_ns_fd": far_fd},
+                    )  # fmt: skip
+                ipr.addr("add", index=_R_LAN, address=addr.router_lan, prefixlen=addr.lan_prefix)
+                ipr.addr("add", index=_R_WAN, address=addr.uplink_router, prefixlen=30)
                 ipr.route("add", dst="0.0.0.0/0", gateway=addr.uplink_inet)
-                self._shape(ipr, group, {"wan": wan, "lan": lan})
+                # Static neighbours everywhere: the kernel's neighbour table is shared by
+                # all namespaces and overflows (gc_thresh3, 1024 entries) at ~250 homes
+                # if every link resolves its peer with ARP.
+                _neighbour(ipr, _R_LAN, addr.host, mac(index, _ETH0))
+                _neighbour(ipr, _R_WAN, addr.uplink_inet, mac(index, _UPLINK))
+                self._shape(ipr, group, {"wan": _R_WAN, "lan": _R_LAN})
         with ns.inside(home_fd), IPRoute() as ipr:
-            lo = ipr.link_lookup(ifname="lo")[0]
-            eth0 = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=eth0, address=addr.host, prefixlen=addr.lan_prefix)
-            for idx in (lo, eth0):
-                ipr.link("set", index=idx, state="up")
+            ipr.link("set", index=_H_ETH0, state="up")  # lo stays down: nothing uses it
+            ipr.addr("add", index=_H_ETH0, address=addr.host, prefixlen=addr.lan_prefix)
             ipr.route("add", dst="0.0.0.0/0", gateway=addr.router_lan)
+            _neighbour(ipr, _H_ETH0, addr.router_lan, mac(index, _LAN))
         os.close(home_fd)
-        with ns.inside(self.internet_fd), IPRoute() as ipr:
-            link = ipr.link_lookup(ifname=f"h{index}")[0]
-            ipr.addr("add", index=link, address=addr.uplink_inet, prefixlen=30)
-            ipr.link("set", index=link, state="up")
-            if group.nat == "none":
-                ipr.route(
-                    "add",
-                    dst=f"{addr.lan_net}/{addr.lan_prefix}",
-                    gateway=addr.uplink_router,
-                )
-        self.seats.append(
-            Seat(index, group.name, self.names[-1], addr.host, turn_order(group, index))
-        )
+        link = inet.link_lookup(ifname=f"h{index}")[0]
+        inet.link("set", index=link, state="up")
+        inet.addr("add", index=link, address=addr.uplink_inet, prefixlen=30)
+        _neighbour(inet, link, addr.uplink_router, mac(index, _WAN))
+        if group.nat == "none":
+            inet.route("add", dst=f"{addr.lan_net}/{addr.lan_prefix}", gateway=addr.uplink_router)
         script = router_script(
             group, service_ip=SERVICE_IP, turn_tcp_ports=(UDP_TCP_PORT, TLS_PORT)
         )
@@ -354,15 +393,52 @@ class NetworkLab:
         return totals
 
 
+def _fork(build: Callable[[], None]) -> tuple[int, int]:
+    """Run ``build`` in a forked child (pyroute2 is CPU-bound Python: a second core
+    halves a large lab's build); (pid, read end of the pipe carrying its error)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: build, report, and leave without running the parent's cleanup
+        os.close(read)
+        code = 0
+        try:
+            build()
+        except BaseException as exc:
+            os.write(write, (str(exc) or type(exc).__name__).encode()[:4000])
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
+def _join(child: tuple[int, int]) -> str:
+    pid, read = child
+    with os.fdopen(read, "rb") as pipe:
+        problem = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if not problem and status != 0:
+        problem = f"a lab builder process ended with status {status}"
+    return problem
+
+
+def _neighbour(ipr: IPRoute, link: int, ip: str, lladdr: str) -> None:
+    ipr.neigh("add", dst=ip, lladdr=lladdr, ifindex=link, state=_PERMANENT)
+
+
 def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def _nft(router_fd: int, script: str) -> None:
-    with ns.inside(router_fd):
-        done = subprocess.run(
-            ["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False
-        )
+    """Load one router's script (nft forks from this thread, so it runs in the router)."""
+    try:
+        with ns.inside(router_fd):
+            done = subprocess.run(
+                ["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False
+            )
+    finally:
+        os.close(router_fd)
     if done.returncode != 0:
         raise LabError(f"nft refused a router script: {done.stderr.strip()}\n{script}")
 

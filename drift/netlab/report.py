@@ -39,6 +39,12 @@ SERVER_BUGS: Final = frozenset(
         Failure.CROSS_WIRED.value,
         Failure.NEVER_MATCHED.value,
         Failure.UNREACHABLE.value,
+        # a server event or relay contradicted by the other side's own record
+        Failure.LATE_MATCHED.value,
+        Failure.FALSE_PARTNER_LEFT.value,
+        Failure.RELAY_ALTERED.value,
+        Failure.RELAY_DUPLICATED.value,
+        Failure.RELAY_DROPPED.value,
     }
 )
 

@@ -20,9 +20,14 @@ sets no seat:
   TURN URL, is given the seat's TURN URLs in the seat's order (see
   :class:`~drift.netlab.lab.Seat`).
 
-Also, in a lab a STUN transaction gives up after 5 sends (15.5 s) instead of
-aioice's 7 (31.5 s), so a pair that cannot connect is reported as an ICE
-failure within simulate's default 20 s timeout rather than as a timeout.
+Two timings change for seated peers, both to behave like a browser rather
+than like aiortc's defaults: a STUN transaction gives up after 5 sends (15.5 s)
+instead of 7 (31.5 s), so a pair that cannot connect is reported as an ICE
+failure within simulate's default 20 s timeout rather than as a timeout; and
+gathering waits at most 2 s for server-reflexive and relay candidates instead
+of 5 s. aiortc puts every candidate in the SDP before it is sent, where a
+browser trickles them; in a UDP-blocked home the STUN request never gets an
+answer, and a 5 s wait would show up as 5 s of every such pair's connect time.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import types
 from collections.abc import Callable
 from typing import Any, Final
 
+import aioice
 import aioice.ice
 import aioice.stun
 import aioice.turn
@@ -46,6 +52,8 @@ from drift.netlab import namespaces as ns
 from drift.netlab.lab import Seat
 
 LAB_STUN_RETRIES: Final = 4
+#: seconds a seated peer waits for its STUN/TURN candidates (aioice: 5)
+LAB_GATHER_TIMEOUT: Final = 2
 _SEAT: contextvars.ContextVar[Seat | None] = contextvars.ContextVar("drift_seat", default=None)
 _home_fds: dict[str, int] = {}
 _trust: dict[str, ssl.SSLContext] = {}
@@ -211,6 +219,18 @@ def selected_turn_transport(seat: Seat, servers: list[RTCIceServer]) -> str | No
     return None
 
 
+_ORIGINAL_GATHER: Final = aioice.ice.Connection.get_component_candidates
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[aioice.Candidate]:
+    if _SEAT.get() is not None:
+        timeout = LAB_GATHER_TIMEOUT
+    candidates: list[aioice.Candidate] = await _ORIGINAL_GATHER(self, component, addresses, timeout)
+    return candidates
+
+
 def install(cafile: str | None) -> None:
     """Install the hooks in this process (idempotent); ``cafile`` is the lab's TURN cert."""
     _cafile[:] = [cafile] if cafile else []
@@ -224,6 +244,7 @@ def install(cafile: str | None) -> None:
             module.asyncio = view  # type: ignore[attr-defined]
     aiortc.rtcicetransport.connection_kwargs = _connection_kwargs
     aioice.stun.RETRY_MAX = LAB_STUN_RETRIES
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
 
 
 def close_homes() -> None:

@@ -36,20 +36,24 @@ class Unsafe(enum.StrEnum):
     UNBOUNDED_UPGRADES = "unbounded-upgrades"  # no deadline or cap before the upgrade
 
 
+#: The matchmaking defaults are the core's own (LobbyConfig): written once, there.
+_LOBBY: Final = LobbyConfig()
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    rematch_cooldown: float = 10.0
+    rematch_cooldown: float = _LOBBY.rematch_cooldown
     log_level: str = "info"
     log_format: str = "json"
-    max_connections: int = 10_000
-    max_connections_per_ip: int = 20
+    max_connections: int = _LOBBY.max_connections
+    max_connections_per_ip: int = _LOBBY.max_connections_per_ip
     trust_proxy: bool = False
-    rate_limit: float = 20.0
-    rate_burst: int = 40
-    max_queue: int = 10_000
-    queue_timeout: float = 60.0
+    rate_limit: float = _LOBBY.rate_limit
+    rate_burst: int = _LOBBY.rate_burst
+    max_queue: int = _LOBBY.max_queue
+    queue_timeout: float = _LOBBY.queue_timeout
     allowed_origins: tuple[str, ...] = ()
     heartbeat: float = 20.0
     shutdown_timeout: float = 10.0

@@ -110,8 +110,11 @@ JOIN_SCRIPT: Final = (
     + """
 local me, node, maxq, never, ticket = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 if redis.call('HEXISTS', peers, me) == 1 then
-  -- Already queued (a re-join after an outage): keep the place, take the new ticket.
-  redis.call('HSET', tickets, me, ticket)
+  -- Already queued (a re-join after an outage): keep the place, and the latest
+  -- ticket; a node's tickets only grow, and its joins may arrive out of order
+  -- when a re-join is put ahead of a join already in flight.
+  local held = tonumber(redis.call('HGET', tickets, me) or '0')
+  if tonumber(ticket) > held then redis.call('HSET', tickets, me, ticket) end
   return {'waiting'}
 end
 if never ~= '1' then

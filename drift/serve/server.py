@@ -118,7 +118,18 @@ class LingeringWebSocket(web.WebSocketResponse):
 class Connection:
     """One upgraded WebSocket: its socket, its frame gate, and its outbound queue's state."""
 
-    __slots__ = ("abort_at", "closing", "gate", "mark", "sent", "stall_timer", "transport", "ws")
+    __slots__ = (
+        "abort_at",
+        "close_with",
+        "closing",
+        "gate",
+        "mark",
+        "sent",
+        "stall_timer",
+        "task",
+        "transport",
+        "ws",
+    )
 
     def __init__(self, ws: LingeringWebSocket, transport: asyncio.Transport) -> None:
         self.ws = ws
@@ -128,6 +139,9 @@ class Connection:
         self.closing = False
         #: loop time at which the socket is aborted, once closing (0: not set)
         self.abort_at = 0.0
+        #: the handler's task, and (Unsafe.READ_AFTER_CLOSE) the close it owes
+        self.task: asyncio.Task[Any] | None = None
+        self.close_with: tuple[int, str] | None = None
         #: bytes this server has handed to the socket in total
         self.sent = 0
         #: (queued bytes, ``sent``) when the stall timer was armed
@@ -376,12 +390,17 @@ class Server:
         conn.transport.abort()
 
     async def _send_awaited(self, effect: Send) -> None:
-        """Unsafe.AWAIT_WRITES: the write as it used to be, awaited by whoever sent it."""
+        """Unsafe.AWAIT_WRITES: a write awaited by whoever sent it, as drift once did.
+
+        Past the transport's high-water mark the sender waits for the receiver
+        to read (aiohttp's drain); below ``max_pending_bytes`` nothing cuts the
+        receiver off, so the sender (a partner, the ticker) waits for good.
+        """
         conn = self._conns.get(effect.peer)
         if conn is None or conn.ws.closed:
             return
-        queued = conn.transport.get_write_buffer_size()
-        if self._max_pending and queued > min(self._max_pending, 255 * 1024):
+        transport = conn.transport
+        if self._max_pending and transport.get_write_buffer_size() > self._max_pending:
             self._cut_off(conn, effect.peer, "max_pending_bytes")
             return
         data = effect.data
@@ -389,6 +408,10 @@ class Server:
             await conn.ws.send_frame(
                 data.encode() if isinstance(data, str) else data, WSMsgType.TEXT
             )
+            high = transport.get_write_buffer_limits()[1]
+            # A drain, polled: this path only exists to bring a defect back.
+            while transport.get_write_buffer_size() > high and not transport.is_closing():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
 
     def _apply_now(self, effects: Iterable[core.Effect]) -> None:
         only_sends = True
@@ -430,6 +453,11 @@ class Server:
         conn.closing = True
         if conn.gate is not None:
             conn.gate.shut()
+        if self._read_after_close and asyncio.current_task() is conn.task:
+            # As drift once did: the handler closes inline, and aiohttp goes on
+            # reading (and parsing) whatever comes until the close reply.
+            conn.close_with = (code, reason)
+            return
         if not self._read_after_close:
             conn.ws.linger = True
             loop = asyncio.get_running_loop()
@@ -613,6 +641,7 @@ class Server:
         except _RESET_ERRORS:
             return ws  # gone during the handshake: nothing to clean up
         lobby = self.lobby
+        conn.task = asyncio.current_task()
         self._conns[peer_id] = conn
         self._no_conns.clear()
         ice = self._ice(peer_id, time.time())
@@ -648,6 +677,8 @@ class Server:
                     send(effects[0])  # a relay (or a lone error frame): the hot path
                 else:
                     apply_now(effects)
+                if conn.close_with is not None:
+                    await ws.close(code=conn.close_with[0], message=conn.close_with[1].encode())
         except Exception:
             # A bug, never bad input (that is an error frame) nor a peer going
             # away: say so with the close code docs/protocol.md reserves for it.

@@ -34,6 +34,7 @@ from drift.simulate import handshake as hs
 from drift.simulate.dialect import Dialect
 from drift.simulate.media import FrameCounter, IdentityTrack, identity_code
 from drift.simulate.records import Failure, RoundRecord
+from drift.simulate.relays import digest
 from drift.simulate.sdp import candidate_types, ice_ufrags, read_tag, split_candidates, tag_sdp
 from drift.simulate.settings import Settings
 from drift.turn.probe import allocate_once, pick_turn_target
@@ -87,6 +88,26 @@ def selected_pair_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
             if isinstance(local, str) and isinstance(remote, str):
                 return local, remote
     return None
+
+
+def failed_layer(pc: RTCPeerConnection) -> tuple[Failure, str]:
+    """Which layer took the connection to ``failed``: ICE, or DTLS over a working ICE.
+
+    aiortc's connectionState is failed when either an ICE or a DTLS transport is;
+    a DTLS transport that failed over an ICE transport that did not is a DTLS
+    failure (a fingerprint that does not match the certificate, a broken handshake).
+    """
+    transports = [getattr(pc.sctp, "transport", None)]
+    transports += [t.sender.transport for t in pc.getTransceivers()]
+    dtls = [t for t in transports if t is not None]
+    ice = [getattr(getattr(t, "transport", None), "state", None) for t in dtls]
+    if any(t.state == "failed" for t in dtls) and "failed" not in ice:
+        return (
+            Failure.DTLS_FAILED,
+            "the DTLS handshake failed after ICE connected (certificate does not match "
+            "the SDP fingerprint, or the handshake broke)",
+        )
+    return Failure.ICE_FAILED, "peer connection failed: ICE failed"
 
 
 class Call:
@@ -169,7 +190,7 @@ class Call:
             self._note_selected_pair()
             self.connected.set()
         elif state == "failed":
-            self.fail(Failure.ICE_FAILED, "peer connection failed")
+            self.fail(*failed_layer(self.pc))
 
     def _note_selected_pair(self) -> None:
         if self.rnd.selected_local_type is None:
@@ -342,14 +363,19 @@ class Call:
         assert rnd.room_id is not None
         sdp = tag_sdp(sdp, self.peer_id, rnd.room_id)
         if kind == "offer":
+            self._sent(p.Offer(sdp=p.SessionDescription(type="offer", sdp=sdp)))
             await client.send_offer(sdp)
         else:
+            self._sent(p.Answer(sdp=p.SessionDescription(type="answer", sdp=sdp)))
             await client.send_answer(sdp)
         if self.settings.trickle:
-            for cand in candidates:
+            for cand in [*candidates, None]:
+                self._sent(p.IceCandidate(candidate=cand))
                 await client.send_candidate(cand)
-                rnd.candidates_sent += 1
-            await client.send_candidate(None)
+                rnd.candidates_sent += cand is not None
+
+    def _sent(self, msg: p.Offer | p.Answer | p.IceCandidate) -> None:
+        self.rnd.relays_sent.append((time.monotonic(), digest(msg)))
 
     async def on_candidate(self, cand: p.CandidateInit | None) -> None:
         rnd = self.rnd
@@ -404,6 +430,13 @@ class Call:
         try:
             while True:
                 msg = await client.recv()
+                if isinstance(msg, p.Offer | p.Answer | p.IceCandidate):
+                    seen = digest(msg)
+                    again = seen in rnd.relays_received
+                    rnd.relays_received.append(seen)
+                    if again:
+                        # a relay delivered twice: recorded for the verdict, used once
+                        continue
                 if isinstance(msg, p.Offer):
                     if rnd.role != "answerer" or rnd.t_offer is not None:
                         if not self.foreign(msg.sdp.sdp):
@@ -419,6 +452,8 @@ class Call:
                 elif isinstance(msg, p.IceCandidate):
                     await self.on_candidate(msg.candidate)
                 elif isinstance(msg, p.PartnerLeft):
+                    rnd.t_partner_left = time.monotonic()
+                    rnd.partner_left_reason = msg.reason
                     rnd.ended_by = rnd.ended_by or f"partner-left:{msg.reason}"
                     if not partner_left.done():
                         partner_left.set_result(msg.reason)
@@ -430,6 +465,8 @@ class Call:
         except ProtocolViolation as exc:
             self.fail(Failure.SIGNALING_ERROR, str(exc))
         except ConnectionClosed as exc:
+            if rnd.own_end is None:
+                rnd.own_end, rnd.t_own_end = "lost", time.monotonic()
             self.fail(Failure.SIGNALING_ERROR, f"server closed the WebSocket: {exc}")
         except (ValueError, AssertionError, RuntimeError) as exc:
             # aiortc refuses a description or candidate it cannot use

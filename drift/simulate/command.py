@@ -200,6 +200,8 @@ async def simulate_run(
         trickle=settings.trickle,
         run_failures=run_failures,
         ice_policy=settings.ice_policy,
+        hold=settings.hold,
+        timeout=settings.timeout,
     )
     passed = verdict.passed(settings.min_success)
     network: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from drift.core import protocol as p
 from drift.simulate.call import Call, PeerFailed
 from drift.simulate.dialect import DRIFT_PEERS, Dialect
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
+from drift.simulate.relays import digest
 from drift.simulate.settings import Settings
 
 _CONNECT_ERRORS: Final = (OSError, aiohttp.ClientError, TimeoutError)
@@ -108,6 +109,10 @@ class SyntheticPeer:
             if self.call is not None:
                 await self.call.close()
             rec.stale_relays = client.counters.stale_relays
+            last = rec.rounds[-1] if rec.rounds else None
+            if last is not None and last.room_id is not None and last.own_end is None:
+                # closing the socket ends the room: the partner is told "disconnected"
+                last.own_end, last.t_own_end = "close", time.monotonic()
             await client.close()
         return self._finish(None, None)
 
@@ -139,6 +144,7 @@ class SyntheticPeer:
         # round 2: skip this partner; a new, different, verified partner must follow
         rnd.pressed_next = True
         if client.state is ClientState.MATCHED:
+            rnd.own_end, rnd.t_own_end = "next", time.monotonic()
             await client.next()
             at = client.marks["next"]
         else:
@@ -162,6 +168,8 @@ class SyntheticPeer:
             while True:
                 recv = asyncio.ensure_future(client.recv())
                 done, _ = await asyncio.wait({recv, release}, return_when=asyncio.FIRST_COMPLETED)
+                if recv in done and self._early_relay(recv, rnd):
+                    continue
                 if recv not in done:
                     recv.cancel()
                     with contextlib.suppress(BaseException):
@@ -188,6 +196,15 @@ class SyntheticPeer:
                     rnd.role, rnd.room_id = match.role, match.room_id
                     rnd.waited, rnd.expected_role = match.waited, match.expected_role
                     self._set_state("matched")
+                    if rnd.t_early_relay is not None:
+                        ahead = rnd.t_matched - rnd.t_early_relay
+                        rnd.failure = Failure.LATE_MATCHED.value
+                        rnd.detail = (
+                            f"a relayed frame arrived {ahead:.2f} s before this peer's matched"
+                            f" (room {rnd.room_id}): the partner was told first"
+                        )
+                        rnd.ended_by, rnd.t_end = "failure", time.monotonic()
+                        raise PeerFailed(Failure.LATE_MATCHED, rnd.detail)
                     if not match.role_ok:
                         rnd.failure = Failure.SWAPPED_ROLES.value
                         rnd.detail = (
@@ -208,6 +225,23 @@ class SyntheticPeer:
                     raise ProtocolViolation(f"unexpected {type(msg).__name__} while waiting")
         finally:
             release.cancel()
+
+    @staticmethod
+    def _early_relay(recv: asyncio.Future[p.ServerMessage], rnd: RoundRecord) -> bool:
+        """A relay that came before matched: recorded (and the round fails on matched).
+
+        True when ``recv`` failed on such a frame; its digest tells the verdict
+        whether it came from this round's partner (``late-matched``: the server
+        told the partner first) or from another room (``cross-wired``).
+        """
+        exc = recv.exception()
+        frame = exc.frame if isinstance(exc, ProtocolViolation) else None
+        if not isinstance(frame, p.Offer | p.Answer | p.IceCandidate):
+            return False
+        rnd.relays_received.append(digest(frame))
+        if rnd.t_early_relay is None:
+            rnd.t_early_relay = time.monotonic()
+        return True
 
     async def _run_call(self, client: SignalingClient, rnd: RoundRecord) -> None:
         """Negotiate, reach the dialect's goal, settle; end the room's call.
@@ -244,7 +278,7 @@ class SyntheticPeer:
         except PeerFailed as exc:
             rnd.failure = rnd.failure or exc.kind.value
             rnd.detail = rnd.detail or exc.detail
-            rnd.ended_by = "failure"
+            rnd.ended_by = rnd.ended_by or "failure"
             raise
         finally:
             rnd.t_end = time.monotonic()
@@ -289,8 +323,13 @@ class SyntheticPeer:
             reason = self.partner_left.result()
             if goal is call.partner_done:
                 return  # the partner went away after both sides had what they needed
-            raise PeerFailed(Failure.TIMEOUT, f"partner left ({reason}) before {what}")
-        raise PeerFailed(Failure.TIMEOUT, f"no {what} within {self.settings.timeout:g} s")
+            raise PeerFailed(
+                Failure.PARTNER_LEFT, f"the server said the partner left ({reason}) before {what}"
+            )
+        call.rnd.ended_by = call.rnd.ended_by or "timeout"
+        raise PeerFailed(
+            Failure.TIMEOUT, f"no {what} within the {self.settings.timeout:g} s timeout"
+        )
 
     async def hold(self, seconds: float) -> None:
         """Keep the call up for ``seconds``, or until the partner leaves."""

@@ -237,6 +237,7 @@ _CSV_COLUMNS = (
     "candidates_sent", "candidates_received", "media", "media_frames_sent", "media_frames_ok",
     "pressed_next", "ended_by", "local_failure", "local_detail",
     "local_candidate_types", "selected_local_type", "selected_remote_type",
+    "own_end", "partner_left_reason", "relays_sent", "relays_received",
 )  # fmt: skip
 
 
@@ -254,7 +255,8 @@ def _round_row(rnd: RoundRecord | None) -> list[object]:
         rnd.candidates_sent, rnd.candidates_received, rnd.media, rnd.media_frames_sent,
         rnd.media_frames_ok, rnd.pressed_next, rnd.ended_by or "", rnd.failure or "",
         rnd.detail or "", " ".join(rnd.local_candidate_types), rnd.selected_local_type or "",
-        rnd.selected_remote_type or "",
+        rnd.selected_remote_type or "", rnd.own_end or "", rnd.partner_left_reason or "",
+        len(rnd.relays_sent), len(rnd.relays_received),
     ]  # fmt: skip
 
 

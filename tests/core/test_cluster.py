@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,7 @@ from drift.harness.redis import RedisServer
 from drift.harness.serve import AsyncServeProcess
 from drift.harness.waiting import until
 from drift.serve.server import Server
-from tests.conftest import MakeServer
+from tests.conftest import MakeServer, StartServe
 from tests.support.wsclient import TIMEOUT, WsClient
 
 OFFER = {"type": "offer", "sdp": {"type": "offer", "sdp": "v=0 offer"}}
@@ -164,25 +163,18 @@ async def test_relays_never_cross_rooms_between_nodes(nodes: tuple[Server, Serve
 # ---------------------------------------------------------------- node death, Redis loss
 
 
-@pytest.fixture
-async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
-    started: list[AsyncServeProcess] = []
-    yield started
-    for proc in started:
-        await proc.kill()
-
-
-async def spawn_node(redis_url: str, *args: str) -> tuple[AsyncServeProcess, str]:
-    proc = await AsyncServeProcess.start("--redis", redis_url, "--node-ttl", "1", *args)
+async def spawn_node(
+    drift_serve: StartServe, redis_url: str, *args: str
+) -> tuple[AsyncServeProcess, str]:
+    proc = await drift_serve("--redis", redis_url, "--node-ttl", "1", *args)
     return proc, proc.url
 
 
 async def test_kill_9_of_a_node_notifies_partners_and_empties_its_queue_entries(
-    make_server: MakeServer, redis_url: str, procs: list[AsyncServeProcess]
+    make_server: MakeServer, redis_url: str, drift_serve: StartServe
 ) -> None:
     a = await make_server(redis_url=redis_url, node_id="A", node_ttl=1.0)
-    proc, b_url = await spawn_node(redis_url, "--node-id", "B")
-    procs.append(proc)
+    proc, b_url = await spawn_node(drift_serve, redis_url, "--node-id", "B")
     survivor = await joined(ws(a))
     await survivor.expect("waiting")
     doomed = await joined(ws(b_url))
@@ -252,10 +244,9 @@ async def test_redis_loss_keeps_connections_refuses_joins_and_recovers(
 
 
 async def test_workers_share_one_port_and_one_queue(
-    redis_url: str, procs: list[AsyncServeProcess]
+    redis_url: str, drift_serve: StartServe
 ) -> None:
-    proc, url = await spawn_node(redis_url, "--workers", "2")
-    procs.append(proc)
+    proc, url = await spawn_node(drift_serve, redis_url, "--workers", "2")
     clients = [await joined(ws(url)) for _ in range(12)]
     roles = []
     for client in clients:

@@ -175,10 +175,10 @@ class InterleavingMachine(RuleBasedStateMachine):
         self.now = target
         self._observe(self.c.tick(self.now))
 
-    @rule(node=st.sampled_from(NODES))
-    def redis_blip(self, node: str) -> None:
+    @rule(node=st.sampled_from(NODES), first=st.booleans())
+    def redis_blip(self, node: str, first: bool) -> None:
         """The node lost Redis for a moment (nothing was lost): it re-joins its waiting peers."""
-        self.c.rejoin(node)
+        self.c.rejoin(node, first=first)
 
     # ------------------------------------------------------------ I/O rules
 

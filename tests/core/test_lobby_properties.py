@@ -16,7 +16,8 @@ disagree — that is the point.
 The machine reaches the core only through ``Backend``: a factory for the core
 and a read-only view of its state: in memory, and two cluster nodes on a real
 Redis (:func:`redis_backend`), so the same machine runs over both (see
-docs/testing.md).
+docs/testing.md). Over Redis this machine settles each call's I/O at once, in
+one order; tests/core/test_cluster_interleavings.py lets the orders vary.
 
 Budgets: ``HYPOTHESIS_PROFILE`` = ``ci`` (default when ``DRIFT_CI`` is set),
 ``dev`` (default otherwise) or ``long``; ``DRIFT_SEED`` fixes the seed.
@@ -124,8 +125,6 @@ def _memory_view(lobby: Lobby) -> CoreView:
 
 
 MEMORY = Backend("memory", lambda cfg, ids: Lobby(cfg, new_room_id=ids), _memory_view)
-# A Redis backend is appended here once it exists (and Redis is reachable).
-BACKENDS: list[Backend] = [MEMORY]
 
 # ---------------------------------------------------------------- frames
 
@@ -1135,7 +1134,7 @@ FAULTS_AND_SYMPTOMS = [
 
 
 def test_double_enqueue_is_caught_by_the_queue_room_invariant() -> None:
-    """The issue's example: a matched answerer that stays queued breaks queue/room exclusivity."""
+    """A matched answerer that stays queued breaks queue/room exclusivity."""
     broken = machine(MEMORY, faults=frozenset({Fault.DOUBLE_ENQUEUE}))
     with pytest.raises(InvariantViolation, match="peers both in the queue and a room"):
         run_state_machine_as_test(broken, settings=FAULT_SETTINGS)

@@ -16,6 +16,7 @@ CORE_MODULES = (
     "drift.core.protocol",
     "drift.core.lobby",
     "drift.core.cluster",
+    "drift.core.node_messages",
     "drift.core.ratelimit",
 )
 #: Top-level packages the core must never load, directly or through a dependency.

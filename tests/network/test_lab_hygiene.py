@@ -38,7 +38,7 @@ def host_state() -> dict[str, Any]:
         "addresses": sorted(
             (a["ifname"], i["local"], i["prefixlen"]) for a in ip("addr") for i in a["addr_info"]
         ),
-        "routes": sorted(json.dumps(r, sort_keys=True) for r in ip("route", "list", "table", "all")),
+        "routes": sorted(json.dumps(r, sort_keys=True) for r in ip("route", "list", "table", "0")),
         "ruleset": ruleset.stdout,
         "tx": {k["ifname"]: k["stats64"]["tx"]["packets"] for k in links},
     }  # fmt: skip
@@ -175,3 +175,34 @@ def test_the_lab_alone_connects_two_cone_homes_directly(tmp_path: Path) -> None:
     assert result.offerer is not None and result.offerer[1] in ("srflx", "prflx")
     assert name not in ns.list_drift_namespaces()
     assert leftovers(os.getpid()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--no-turn"], "--no-turn applies to --network runs only"),
+        (["--network", "cone", "--url", "ws://127.0.0.1:9/ws"], "cannot be combined with --url"),
+        (["--network", "no-such-profile"], "no shipped profile 'no-such-profile'"),
+    ],
+)
+def test_bad_network_flags_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    done = subprocess.run(
+        simulate_argv(tmp_path / "r", "--peers", "2", *args),
+        cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+
+
+def test_rate_is_a_tbf_qdisc_on_both_router_links() -> None:
+    profile = parse_profile(
+        {"group": [{"name": "dsl", "share": 1.0, "rate": "2mbit"}]}, source="t", name="t"
+    )
+    with NetworkLab(profile, 1, turn=False) as lab:
+        router = lab.seat(0).home[: -len("h0")] + "r0"
+        shown = subprocess.run(
+            ["ip", "netns", "exec", router, "tc", "qdisc", "show"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    tbf = [line for line in shown.splitlines() if line.startswith("qdisc tbf")]
+    assert len(tbf) == 2 and all("rate 2Mbit" in line for line in tbf), shown

@@ -5,34 +5,20 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from drift.client.urls import ws_url
-from drift.harness.serve import AsyncServeProcess
+from tests.conftest import StartServe
 from tests.support.wsclient import TIMEOUT
 
 
-async def start_serve(*args: str, env: dict[str, str] | None = None) -> AsyncServeProcess:
-    """``drift serve *args`` exactly as given: host and port from the flags or ``env``."""
-    return await AsyncServeProcess.start(*args, env=env, host=None)
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
-    started: list[AsyncServeProcess] = []
-    yield started
-    for proc in started:
-        await proc.kill()
-
-
 async def test_port_zero_prints_the_chosen_url_and_serves(
-    procs: list[AsyncServeProcess],
+    drift_serve: StartServe,
 ) -> None:
-    proc = await start_serve("--port", "0")
-    procs.append(proc)
+    # host=None: only the flags given here (or the environment) say where to listen.
+    proc = await drift_serve("--port", "0", host=None)
     url = proc.url
     assert not url.endswith(":0")
     async with aiohttp.ClientSession() as session:
@@ -45,12 +31,12 @@ async def test_port_zero_prints_the_chosen_url_and_serves(
 
 
 async def test_settings_come_from_drift_environment_variables(
-    procs: list[AsyncServeProcess],
+    drift_serve: StartServe,
 ) -> None:
-    proc = await start_serve(
-        env={"DRIFT_PORT": "0", "DRIFT_HOST": "127.0.0.1", "DRIFT_QUEUE_TIMEOUT": "0.05"}
+    proc = await drift_serve(
+        env={"DRIFT_PORT": "0", "DRIFT_HOST": "127.0.0.1", "DRIFT_QUEUE_TIMEOUT": "0.05"},
+        host=None,
     )
-    procs.append(proc)
     signaling_url = ws_url(proc.url)
     async with aiohttp.ClientSession() as session, session.ws_connect(signaling_url) as ws:
         assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "welcome"

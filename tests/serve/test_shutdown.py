@@ -12,13 +12,13 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from drift.harness.serve import AsyncServeProcess
 from drift.harness.waiting import until
+from tests.conftest import StartServe
 from tests.support.wsclient import TIMEOUT, WsClient, pair
 
 pytestmark = pytest.mark.slow
@@ -27,24 +27,10 @@ pytestmark = pytest.mark.slow
 BIG_OFFER = json.dumps({"type": "offer", "sdp": {"type": "offer", "sdp": "v=0\r\n" + "x" * 60_000}})
 
 
-@pytest.fixture
-async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
-    started: list[AsyncServeProcess] = []
-    yield started
-    for proc in started:
-        await proc.kill()
-
-
-async def start(procs: list[AsyncServeProcess], *args: str) -> AsyncServeProcess:
-    proc = await AsyncServeProcess.start(*args)
-    procs.append(proc)
-    return proc
-
-
 async def test_sigterm_closes_every_websocket_with_1001_and_exits_0(
-    procs: list[AsyncServeProcess],
+    drift_serve: StartServe,
 ) -> None:
-    proc = await start(procs, "--shutdown-timeout", "5")
+    proc = await drift_serve("--shutdown-timeout", "5")
     answerer, offerer = await pair(proc.ws_url)
     idle = await WsClient.connect(proc.ws_url)
     waiting = await WsClient.connect(proc.ws_url)
@@ -121,11 +107,11 @@ async def close_wedge(reader: WsClient, writer: WsClient, task: asyncio.Task[Non
 
 
 async def test_draining_answers_503_and_a_second_signal_forces_exit(
-    procs: list[AsyncServeProcess],
+    drift_serve: StartServe,
 ) -> None:
     # A drift serve never waits on a stuck peer; the unsafe switches bring the
     # old waiting back, the only way left to wedge a drain on purpose.
-    proc = await start(procs, "--shutdown-timeout", "60", "--rate-limit", "0", *WEDGEABLE)
+    proc = await drift_serve("--shutdown-timeout", "60", "--rate-limit", "0", *WEDGEABLE)
     status, _ = await proc.get("/healthz")
     assert status == 200
     reader, writer, task = await wedge(proc.ws_url)
@@ -160,9 +146,9 @@ async def test_draining_answers_503_and_a_second_signal_forces_exit(
 
 
 async def test_a_peer_that_does_not_read_cannot_hold_shutdown_past_the_timeout(
-    procs: list[AsyncServeProcess],
+    drift_serve: StartServe,
 ) -> None:
-    proc = await start(procs, "--shutdown-timeout", "1.5", "--rate-limit", "0", *WEDGEABLE)
+    proc = await drift_serve("--shutdown-timeout", "1.5", "--rate-limit", "0", *WEDGEABLE)
     reader, writer, task = await wedge(proc.ws_url)
     bystander = await WsClient.connect(proc.ws_url)
 

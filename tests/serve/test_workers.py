@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
 from drift.core.lobby import Fault
-from drift.harness.serve import AsyncServeProcess
 from drift.serve.command import config_argv, config_env, serve, server_config
 from drift.serve.config import ServerConfig
 from drift.serve.workers import worker_configs
-from tests.support.wsclient import WsClient
+from tests.conftest import StartServe
+from tests.support.wsclient import TIMEOUT, WsClient
 
 
 def parse(argv: list[str]) -> ServerConfig:
@@ -55,17 +55,9 @@ def test_each_worker_shares_the_port_and_has_its_own_name() -> None:
     assert {w.redis_url for w in workers} == {config.redis_url}
 
 
-@pytest.fixture
-async def procs() -> AsyncIterator[list[AsyncServeProcess]]:
-    started: list[AsyncServeProcess] = []
-    yield started
-    for proc in started:
-        await proc.kill()
-
-
 @pytest.mark.slow
 async def test_workers_get_the_settings_of_a_serve_invoked_from_python(
-    redis_url: str, procs: list[AsyncServeProcess]
+    redis_url: str, drift_serve: StartServe
 ) -> None:
     """``main(["serve", ...])`` (as the profiler runs it): no "serve" in sys.argv to re-read."""
     # The flags reach main() as a list, and this process's argv holds none of them.
@@ -73,14 +65,13 @@ async def test_workers_get_the_settings_of_a_serve_invoked_from_python(
         "import sys; from drift.cli import main; args = sys.argv[1:]; del sys.argv[1:]; main(args)"
     )
     program = (sys.executable, "-c", code)
-    proc = await AsyncServeProcess.start(
+    proc = await drift_serve(
         "serve",
         "--host", "127.0.0.1", "--port", "0",
         "--workers", "2", "--redis", redis_url, "--queue-timeout", "0.2",
         host=None,
         program=program,
     )  # fmt: skip
-    procs.append(proc)
     # Both workers answer, and both apply the short queue timeout they were given.
     for _ in range(4):
         client = await WsClient.connect(proc.ws_url)
@@ -88,3 +79,6 @@ async def test_workers_get_the_settings_of_a_serve_invoked_from_python(
         await client.expect("waiting")
         await client.expect_error("queue-timeout")
         await client.close()
+    # The parent passes SIGTERM on; every worker drains and exits 0.
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait(TIMEOUT * 3) == 0, proc.output()

@@ -220,6 +220,12 @@ class InterleavedCluster(RedisCluster):
         message = self.inbox[name].popleft()
         return self._settle(node, node.deliver(message, self.now))
 
-    def rejoin(self, name: str) -> None:
-        """The node's heartbeat found Redis back after a blip: it re-joins its waiting peers."""
-        self.ops[name].extend(self.nodes[name].rejoin_all())
+    def rejoin(self, name: str, *, first: bool) -> None:
+        """The node lost Redis for a moment (nothing was lost) and re-joins its waiting peers:
+        ahead of what it has in flight (``first``: its worker's next batch) or after it
+        (its heartbeat)."""
+        ops = self.nodes[name].rejoin_all()
+        if first:
+            self.ops[name].extendleft(reversed(ops))
+        else:
+            self.ops[name].extend(ops)

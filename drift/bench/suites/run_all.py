@@ -39,6 +39,8 @@ MODULES: dict[str, str] = {
     # locust capacity sweep alone takes longer than the five-minute budget.
     "profile": "drift.bench.suites.profile_server",
     "load": "drift.bench.suites.loadtest_capacity",
+    # Not in a default run: needs root, nftables and coturn (``--only network``).
+    "network": "drift.bench.suites.network",
 }
 SIMULATE_SCRIPT = Path(__file__).with_name("simulate_overhead.py")
 
