@@ -13,12 +13,17 @@ defined in this one module.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 PROTOCOL_VERSION: Final = 1
+#: Additions to version 1 that a server announces in ``welcome.features``. A
+#: client uses one only when its server names it: an older server would answer
+#: the new frame with ``unknown-type``.
+FEATURE_CALL_REPORT: Final = "call-report"
+FEATURES: Final = (FEATURE_CALL_REPORT,)
 #: Largest accepted frame in bytes; a larger one is refused with close 1009.
 MAX_FRAME_BYTES: Final = 65_536
 
@@ -90,10 +95,67 @@ class IceCandidate(Struct, frozen=True, tag="ice-candidate", tag_field="type"):
     candidate: CandidateInit | None
 
 
-ClientMessage = Join | Next | Leave | Offer | Answer | IceCandidate
+CallOutcome = Literal["connected", "failed"]
+#: The layer a call failed at, lowest first: no ICE pair, no DTLS, no data channel, no media.
+FailureLayer = Literal["ice", "dtls", "datachannel", "media"]
+CandidateType = Literal["host", "srflx", "prflx", "relay"]
+RelayProtocol = Literal["udp", "tcp", "tls"]
+#: Bounds of a report's figures: anything beyond them is a broken client, not a call.
+MAX_CONNECT_MS: Final = 600_000
+MAX_RTT_MS: Final = 60_000.0
+MAX_BITRATE_KBPS: Final = 1_000_000.0
+_QUALITY: Final = ("rttMs", "lossPct", "bitrateKbps")
+
+
+class CallReport(Struct, frozen=True, tag="call-report", tag_field="type"):
+    """A client's account of one call attempt (feature ``call-report``).
+
+    Only coarse figures: never an address, a candidate string or SDP. The
+    combinations allowed are checked by :func:`call_report_problem`.
+    """
+
+    type_name: ClassVar[Literal["call-report"]] = "call-report"
+    roomId: Annotated[str, Meta(min_length=1, max_length=64)]
+    outcome: CallOutcome
+    layer: FailureLayer | UnsetType = UNSET
+    connectMs: Annotated[int, Meta(ge=0, le=MAX_CONNECT_MS)] | UnsetType = UNSET
+    localCandidate: CandidateType | UnsetType = UNSET
+    remoteCandidate: CandidateType | UnsetType = UNSET
+    relayProtocol: RelayProtocol | UnsetType = UNSET
+    rttMs: Annotated[float, Meta(ge=0, le=MAX_RTT_MS)] | UnsetType = UNSET
+    lossPct: Annotated[float, Meta(ge=0, le=100)] | UnsetType = UNSET
+    bitrateKbps: Annotated[float, Meta(ge=0, le=MAX_BITRATE_KBPS)] | UnsetType = UNSET
+
+
+def call_report_problem(msg: CallReport) -> str | None:
+    """Why the fields of a report do not fit together, or None (docs/protocol.md)."""
+    if msg.outcome == "failed":
+        if msg.layer is UNSET:
+            return "a failed call-report needs 'layer'"
+        extra = [
+            name
+            for name in ("connectMs", "localCandidate", "remoteCandidate", "relayProtocol")
+            + _QUALITY
+            if getattr(msg, name) is not UNSET
+        ]
+        if extra:
+            return f"a failed call-report carries no {extra[0]!r}"
+        return None
+    if msg.layer is not UNSET:
+        return "a connected call-report carries no 'layer'"
+    for name in ("connectMs", "localCandidate", "remoteCandidate"):
+        if getattr(msg, name) is UNSET:
+            return f"a connected call-report needs {name!r}"
+    if (msg.localCandidate == "relay") != (msg.relayProtocol is not UNSET):
+        return "'relayProtocol' is required with, and only with, localCandidate 'relay'"
+    return None
+
+ClientMessage = Join | Next | Leave | Offer | Answer | IceCandidate | CallReport
 RelayMessage = Offer | Answer | IceCandidate
 
-CLIENT_TYPES: Final = frozenset({"join", "next", "leave", "offer", "answer", "ice-candidate"})
+CLIENT_TYPES: Final = frozenset(
+    {"join", "next", "leave", "offer", "answer", "ice-candidate", "call-report"}
+)
 
 
 # ---------------------------------------------------------------- server -> client
@@ -109,6 +171,8 @@ class Welcome(Struct, frozen=True, tag="welcome", tag_field="type"):
     peerId: str
     iceServers: list[IceServer]
     protocol: int = PROTOCOL_VERSION
+    #: additions to the version this server speaks (:data:`FEATURES`); absent = none
+    features: list[str] = []
 
 
 class Waiting(Struct, frozen=True, tag="waiting", tag_field="type"):
@@ -168,6 +232,10 @@ def decode(frame: str | bytes) -> ClientMessage | DecodeError:
             ErrorCode.INVALID_MESSAGE,
             f"sdp.type must be {msg.type_name!r} in a {msg.type_name!r} frame",
         )
+    if isinstance(msg, CallReport):
+        problem = call_report_problem(msg)
+        if problem is not None:
+            return DecodeError(ErrorCode.INVALID_MESSAGE, problem)
     return msg
 
 

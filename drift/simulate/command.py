@@ -142,8 +142,7 @@ async def simulate_run(
     settings = settings.resolved()
     procs = settings.procs
     assert procs is not None
-    if procs > 1:
-        prestart()
+    prestart(procs)
     server: EmbeddedServer | None = None
     folder = settings.report_dir or run_dir("simulate")
     try:

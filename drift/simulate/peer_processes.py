@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,14 +131,26 @@ def _context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
-def prestart() -> None:
-    """Start the fork server now, so its imports (~1 s) overlap the target's start-up.
+def prestart(procs: int) -> None:
+    """Begin the peers' imports now, so that they overlap the target's start-up.
 
-    Workers are forked from it, not spawned: a spawned worker would pay for
-    importing aiortc itself, after the run has started.
+    With ``procs`` > 1, start the fork server: workers are forked from it, not
+    spawned (a spawned worker would pay for importing aiortc itself, after the
+    run has started), and this process never imports aiortc at all. With one
+    process, import the peer modules in a thread while the event loop waits
+    for the embedded server to print its URL (~0.3 s of otherwise idle wall
+    time; measured in docs/performance.md).
     """
-    _context()
-    multiprocessing.forkserver.ensure_running()
+    if procs > 1:
+        _context()
+        multiprocessing.forkserver.ensure_running()
+        return
+    threading.Thread(target=_import_peers, name="drift-preload", daemon=True).start()
+
+
+def _import_peers() -> None:
+    for name in _PRELOAD:
+        importlib.import_module(name)
 
 
 async def run_in_workers(spec: RunSpec, procs: int, on_tick: OnTick) -> Merged:

@@ -20,11 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from drift.simulate.loopback import LOOPBACK, PeerNetwork
-from drift.simulate.peer import Release, SyntheticPeer
 from drift.simulate.records import PeerRecord
 from drift.simulate.settings import Settings
 
@@ -120,6 +118,12 @@ class WorkerRun:
     """The peers of one worker (``index % procs == worker``), run in this event loop."""
 
     def __init__(self, spec: RunSpec, worker: int = 0, procs: int = 1) -> None:
+        # Imported here, not at the top: the process that only coordinates
+        # workers (``--procs`` > 1) never loads aiortc or aiohttp's client, and a
+        # single-process run imports them while the embedded server starts
+        # (:func:`drift.simulate.peer_processes.prestart`).
+        from drift.simulate.peer import Release
+
         self.spec = spec
         self.worker = worker
         self.indices = list(range(worker, spec.settings.peers, procs))
@@ -145,7 +149,7 @@ class WorkerRun:
 
     def release_waiting(self, waiting: int) -> None:
         """Let every peer now waiting give up; later waiters get a fresh release."""
-        release, self.release = self.release, Release()
+        release, self.release = self.release, type(self.release)()
         release.waiting = waiting
         release.event.set()
 
@@ -173,6 +177,10 @@ class WorkerRun:
         return False
 
     async def run(self) -> list[PeerRecord]:
+        import aiohttp
+
+        from drift.simulate.peer import SyntheticPeer
+
         spec, settings = self.spec, self.spec.settings
         spec.network.apply()
         quiet_aiortc_tasks(asyncio.get_running_loop())
