@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from drift.core import protocol as p
+from drift.core.call_report import CallLedger
 from drift.core.node_messages import Left, NodeMessage, Relay
 from drift.core.protocol import CloseCode, ErrorCode
 from drift.core.ratelimit import TokenBucket
@@ -52,6 +53,7 @@ class Fault(enum.StrEnum):
     NEVER_MATCH = "never-match"  # everybody waits forever
     LEAK_ON_DISCONNECT = "leak-on-disconnect"  # gone peers stay in memory and /stats
     DOUBLE_ENQUEUE = "double-enqueue"  # a matched answerer also stays in the queue
+    DROP_CALL_REPORTS = "drop-call-reports"  # call-report frames are taken but never counted
 
 
 class State(enum.Enum):
@@ -239,6 +241,8 @@ class Lobby:
         self.queue: dict[str, Peer] = {}
         self.rooms: dict[str, Room] = {}
         self.counters = Counters()
+        #: call-report rules (current or last room, once per side) and their totals
+        self.calls = CallLedger()
         self._per_addr: dict[str, int] = {}
         self._cooldowns: list[tuple[float, str, str]] = []  # heap of (end, a, b)
         self._stale_cooldowns = 0  # heap entries whose peers have gone
@@ -283,7 +287,7 @@ class Lobby:
         peer = Peer(peer_id, addr, TokenBucket(cfg.rate_limit, cfg.rate_burst, now), now)
         self.peers[peer_id] = peer
         self._per_addr[addr] = self._per_addr.get(addr, 0) + 1
-        welcome = p.Welcome(peerId=peer_id, iceServers=ice_servers or [])
+        welcome = p.Welcome(peerId=peer_id, iceServers=ice_servers or [], features=list(p.FEATURES))
         return [Send(peer_id, p.encode(welcome)), Event("peer_connected", peer_id)]
 
     def receive_binary(self, peer_id: str, now: float) -> list[Effect]:
@@ -325,6 +329,8 @@ class Lobby:
                 out.append(Send(peer.id, _WAITING))
             else:
                 self._error(peer, ErrorCode.INVALID_STATE, "next while idle", out)
+        elif isinstance(msg, p.CallReport):
+            self._call_report(peer, msg, out)
         elif peer.state is State.MATCHED:  # Leave
             self._end_room(peer, "left", now, out)
         elif peer.state is State.WAITING:
@@ -363,6 +369,7 @@ class Lobby:
         elif peer.state is State.WAITING:
             self._dequeue(peer, out)
         out.append(Event("peer_disconnected", peer.id, fields={"reason": reason}))
+        self.calls.forget(peer_id)
         if Fault.LEAK_ON_DISCONNECT in self.config.faults:
             self._leaked.append(peer)
             return out
@@ -507,6 +514,7 @@ class Lobby:
             if isinstance(member, Peer):
                 member.state = State.MATCHED
                 member.room = room
+                self.calls.matched(member.id, room.id)
                 out.append(Send(member.id, p.encode(p.Matched(role=role, roomId=room.id))))
         for member, role in reversed(roles):
             if isinstance(member, Peer):
@@ -602,6 +610,19 @@ class Lobby:
             if other is not room:
                 return other.offerer if partner is room.offerer else other.answerer
         return partner
+
+    def _call_report(self, peer: Peer, msg: p.CallReport, out: list[Effect]) -> None:
+        count = Fault.DROP_CALL_REPORTS not in self.config.faults
+        refused = self.calls.accept(peer.id, msg, count=count)
+        if refused is not None:
+            self._error(peer, ErrorCode.INVALID_STATE, refused, out)
+            return
+        fields: dict[str, object] = {"outcome": msg.outcome}
+        for name in ("layer", "connectMs", "localCandidate", "remoteCandidate", "relayProtocol"):
+            value = getattr(msg, name)
+            if isinstance(value, str | int):
+                fields[name] = value
+        out.append(Event("call_reported", peer.id, msg.roomId, fields))
 
     def _refuse(self, peer_id: str, why: str) -> list[Effect]:
         code = CloseCode.TRY_AGAIN_LATER

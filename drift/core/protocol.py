@@ -134,8 +134,13 @@ def call_report_problem(msg: CallReport) -> str | None:
             return "a failed call-report needs 'layer'"
         extra = [
             name
-            for name in ("connectMs", "localCandidate", "remoteCandidate", "relayProtocol")
-            + _QUALITY
+            for name in (
+                "connectMs",
+                "localCandidate",
+                "remoteCandidate",
+                "relayProtocol",
+                *_QUALITY,
+            )
             if getattr(msg, name) is not UNSET
         ]
         if extra:
@@ -149,6 +154,7 @@ def call_report_problem(msg: CallReport) -> str | None:
     if (msg.localCandidate == "relay") != (msg.relayProtocol is not UNSET):
         return "'relayProtocol' is required with, and only with, localCandidate 'relay'"
     return None
+
 
 ClientMessage = Join | Next | Leave | Offer | Answer | IceCandidate | CallReport
 RelayMessage = Offer | Answer | IceCandidate

@@ -17,8 +17,6 @@ import ipaddress
 import os
 import secrets
 import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Final
 
@@ -28,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from drift.errors import DriftError
+from drift.harness.child import Child, NotReady
 from drift.harness.coturn import stun_binding_answered
+from drift.harness.programs import program
 from drift.netlab import namespaces as ns
 
 UDP_TCP_PORT: Final = 3478
@@ -76,7 +76,7 @@ def _accepts(ip: str, port: int) -> bool:
         return s.connect_ex((ip, port)) == 0
 
 
-class LabCoturn:
+class LabCoturn(Child):
     """One turnserver in the internet namespace; ``stop()`` always ends it."""
 
     def __init__(self, folder: Path, ip: str, relay_ports: int) -> None:
@@ -85,7 +85,8 @@ class LabCoturn:
         self.relay_ports = max(64, relay_ports)
         self.secret = secrets.token_hex(16)
         self.cert, self.key = write_certificate(folder, ip)
-        self.proc: subprocess.Popen[bytes] | None = None
+        # coturn writes its own log into the file the harness reads its tail from
+        super().__init__(self._command(), name="turnserver", log_path=folder / "turn.log")
 
     def urls(self, turn: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(STUN URLs, TURN URLs) for welcome; no TURN URL when ``turn`` is off."""
@@ -98,10 +99,9 @@ class LabCoturn:
             f"turns:{self.ip}:{TLS_PORT}?transport=tcp",
         )
 
-    def argv(self) -> list[str]:
-        log = self.folder / "turn.log"
+    def _command(self) -> list[str]:
         return [
-            "turnserver", "-n",
+            program("turnserver", "coturn"), "-n",
             f"--listening-ip={self.ip}", f"--relay-ip={self.ip}",
             f"--listening-port={UDP_TCP_PORT}", f"--tls-listening-port={TLS_PORT}",
             f"--min-port={RELAY_LOW}", f"--max-port={RELAY_LOW + self.relay_ports - 1}",
@@ -110,45 +110,29 @@ class LabCoturn:
             "--no-dtls", "--no-cli", "--no-software-attribute",
             # the lab's peers are 10.x homes behind NATs: nothing in the lab is a
             # production network coturn should protect
-            "--simple-log", f"--log-file={log}", "--no-stdout-log",
+            "--simple-log", f"--log-file={self.folder / 'turn.log'}", "--no-stdout-log",
             f"--userdb={self.folder / 'turndb'}", f"--pidfile={self.folder / 'turn.pid'}",
         ]  # fmt: skip
 
-    def start(self, internet_fd: int, timeout: float = 15.0) -> None:
+    def start_in(self, internet_fd: int, timeout: float = 15.0) -> None:
+        """Fork coturn from this thread while it sits in the internet namespace; wait ready."""
         with ns.inside(internet_fd):
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C reaches drift, which then stops it
-            )
-            (self.folder / "coturn.pid").write_text(str(self.proc.pid))
-            deadline = time.monotonic() + timeout
-            while not (
-                stun_binding_answered(UDP_TCP_PORT, self.ip)
-                and _accepts(self.ip, UDP_TCP_PORT)
-                and _accepts(self.ip, TLS_PORT)
-            ):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise DriftError(f"coturn did not start in the lab: {self._log_tail()}")
-                time.sleep(0.02)  # between polls of readiness, not instead of it
+            self.spawn()
+            # the sweep of a later run finds and ends it if this process is killed
+            (self.folder / "coturn.pid").write_text(str(self.pid))
+            what = f"STUN on {self.ip}:{UDP_TCP_PORT} and TCP/TLS listeners"
+            try:
+                # probes from this thread: their sockets live in the internet namespace too
+                self.wait_until(self._answers, timeout, what)
+            except NotReady as exc:
+                raise DriftError(f"coturn did not start in the lab: {exc}") from None
 
-    def _log_tail(self) -> str:
-        try:
-            lines = (self.folder / "turn.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return lines[-1][:300] if lines else "empty log"
+    def _answers(self) -> bool:
+        return (
+            stun_binding_answered(UDP_TCP_PORT, self.ip)
+            and _accepts(self.ip, UDP_TCP_PORT)
+            and _accepts(self.ip, TLS_PORT)
+        )
 
-    def stop(self, timeout: float = 5.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def stop(self, timeout: float = 5.0, *, kill: bool = False) -> int | None:
+        return super().stop(timeout, kill=kill)

@@ -211,7 +211,7 @@ class NetworkLab:
         if problems:
             raise LabError(problems[0])
         self.coturn = LabCoturn(self.state, SERVICE_IP, relay_ports=2 * self.peers + 64)
-        self.coturn.start(self.internet_fd)
+        self.coturn.start_in(self.internet_fd)
         self.stun_urls, self.turn_urls = self.coturn.urls(self.turn)
 
     def close(self) -> None:

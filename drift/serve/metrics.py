@@ -13,9 +13,15 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from drift.core.call_report import CallStats, merge_snapshots
 from drift.core.lobby import Lobby
 
 if TYPE_CHECKING:
@@ -65,6 +71,73 @@ class _LobbyCollector(Collector):
             closes.add_metric([str(close_code)], n)
         yield closes
         yield GaugeMetricFamily("drift_rss_bytes", "Resident set size of the server", rss_bytes())
+        yield from call_metrics(lobby.calls.stats)
+
+
+def _histogram(
+    name: str, doc: str, snapshot: Mapping[str, Any], scale: float = 1.0
+) -> HistogramMetricFamily:
+    """A fixed-bucket histogram of the core; ``scale`` converts ms to seconds."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip([*snapshot["le"], float("inf")], snapshot["counts"], strict=True):
+        running += n
+        buckets.append((str(float(bound) * scale) if bound != float("inf") else "+Inf", running))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=snapshot["sum"] * scale)
+
+
+def call_metrics(stats: CallStats, prefix: str = "drift_call") -> Iterator[Metric]:
+    """The call-report figures (docs/protocol.md, ``call-report``): one report per side."""
+    yield from _call_families(stats.snapshot(), prefix)
+
+
+def _call_families(snap: Mapping[str, Any], prefix: str) -> Iterator[Metric]:
+    reports = CounterMetricFamily(
+        f"{prefix}_reports",
+        "Call reports by outcome and failure layer (one per side of a call)",
+        labels=["outcome", "layer"],
+    )
+    reports.add_metric(["connected", ""], snap["connected"])
+    for layer, n in snap["failed"].items():
+        reports.add_metric(["failed", layer], n)
+    yield reports
+    relayed = CounterMetricFamily(
+        f"{prefix}_relayed",
+        "Connected call reports whose selected pair used a TURN relay, by relay transport",
+        labels=["transport"],
+    )
+    for transport, n in snap["relayed"].items():
+        relayed.add_metric([transport], n)
+    yield relayed
+    pairs = CounterMetricFamily(
+        f"{prefix}_candidate_pairs",
+        "Connected call reports by selected candidate pair types",
+        labels=["local", "remote"],
+    )
+    for pair, n in snap["pairs"].items():
+        local, _, remote = pair.partition("/")
+        pairs.add_metric([local, remote], n)
+    yield pairs
+    yield _histogram(
+        f"{prefix}_connect_seconds",
+        "Seconds from matched to connected, as each side measured it",
+        snap["connect_ms"],
+        scale=0.001,
+    )
+    yield _histogram(
+        f"{prefix}_rtt_seconds",
+        "Round-trip time reported by connected calls",
+        snap["rtt_ms"],
+        scale=0.001,
+    )
+    yield _histogram(
+        f"{prefix}_packet_loss_percent", "Packet loss reported by connected calls", snap["loss_pct"]
+    )
+    yield _histogram(
+        f"{prefix}_bitrate_kbps",
+        "Receive bitrate reported by connected calls",
+        snap["bitrate_kbps"],
+    )
 
 
 class _ClusterCollector(Collector):
@@ -90,6 +163,10 @@ class _ClusterCollector(Collector):
             ("matches_total", "drift_cluster_matches", "Rooms created by all nodes"),
         ):
             yield GaugeMetricFamily(name, doc, float(cluster.get(key, 0)))
+        calls = cluster.get("calls")
+        if isinstance(calls, Mapping):
+            # already summed by the backend; merged once more only to fill in defaults
+            yield from _call_families(merge_snapshots([calls]), "drift_cluster_call")
 
 
 class _SocketCollector(Collector):

@@ -47,6 +47,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from drift.core import node_messages
+from drift.core.call_report import merge_snapshots
 from drift.core.cluster import ClusterLobby
 from drift.core.lobby import Cooldown, Effect, Forward, QueueOp
 
@@ -365,6 +366,7 @@ class RedisBackend:
             "connections": lobby.connections,
             "waiting": lobby.waiting,
             "rooms": lobby.rooms_hosted,
+            "calls": lobby.calls.stats.snapshot(),
         }
         pipe.set(self._pre + "node:" + self.node, json.dumps(mine), px=self._node_ttl_ms)
         pipe.sadd(self._pre + "nodes", self.node)
@@ -420,6 +422,10 @@ class RedisBackend:
             "matches_total": matches,
             "connections": sum(int(n.get("connections", 0)) for n in per_node.values()),
             "rooms": sum(int(n.get("rooms", 0)) for n in per_node.values()),
+            # call reports of the live nodes (a dead node's go with its figures)
+            "calls": merge_snapshots(
+                n["calls"] for n in per_node.values() if isinstance(n.get("calls"), dict)
+            ),
             "per_node": per_node,
         }
         effects: list[Effect] = []

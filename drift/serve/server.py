@@ -578,6 +578,8 @@ class Server:
             "matches_total": lobby.counters.matches,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "rss_bytes": rss_bytes(),
+            # this node's call reports; a cluster's sum is under cluster.calls
+            "calls": lobby.calls.stats.snapshot(),
             **({"cluster": self.backend.cluster} if self.backend is not None else {}),
         }
 

@@ -81,6 +81,7 @@ def test_welcome_is_the_first_frame_with_protocol_peer_id_and_ice_servers() -> N
             "protocol": 1,
             "peerId": "a",
             "iceServers": [{"urls": ["stun:127.0.0.1:3478"]}],
+            "features": ["call-report"],
         }
     ]
     assert lobby.state_of("a") is State.IDLE
