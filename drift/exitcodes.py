@@ -13,5 +13,9 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     #: the target server could not be reached
     UNREACHABLE = 3
-    #: interrupted by the user (SIGINT)
+    #: ``drift serve --workers``: a worker kept dying, so the server gave up
+    WORKERS_FAILING = 4
+    #: interrupted (SIGINT, Ctrl-C); a partial report marked interrupted is written
     INTERRUPTED = 130
+    #: stopped by SIGTERM (a CI cancel, ``docker stop``); as for SIGINT
+    TERMINATED = 143

@@ -1,5 +1,5 @@
 // drift browser client: wires the signaling socket, the camera and one Call
-// at a time to the page. Protocol: docs/protocol.md (version 1).
+// at a time to the page. Protocol: docs/protocol.md (version 1, with call-report).
 //
 // Query parameters (for tests and debugging, all optional):
 //   iceTimeout=<seconds>  ICE connection timeout before the one restart (default 15)
@@ -49,6 +49,8 @@ const state = {
   busy: false, // getUserMedia in progress
   media: { stream: null, mode: "receive-only", reason: "" },
   call: null,
+  features: [], // protocol additions the server announced in welcome
+  session: 0, // counts welcomes: a new one means the server forgot our rooms
 };
 
 const signaling = new Signaling(serverUrl(), {
@@ -171,7 +173,16 @@ function showLocalMedia() {
 
 // ------------------------------------------------------------------ calls
 
-function newCall(role) {
+/** Sends one call's report for roomId, if the server takes reports and still knows us. */
+function reporter(roomId) {
+  const session = state.session;
+  return (fields) => {
+    if (!state.features.includes("call-report") || state.session !== session) return;
+    signaling.send({ type: "call-report", roomId, ...fields });
+  };
+}
+
+function newCall(role, roomId) {
   endCall(false);
   ui.chatLog.replaceChildren();
   const call = new Call({
@@ -180,6 +191,7 @@ function newCall(role) {
     stream: state.media.stream,
     iceTimeoutMs: ICE_TIMEOUT_MS,
     send: (msg) => signaling.send(msg),
+    report: reporter(roomId),
     events: {
       onConnected: () => {
         if (state.call !== call) return;
@@ -264,6 +276,8 @@ async function handle(msg) {
   switch (msg.type) {
     case "welcome":
       state.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+      state.features = Array.isArray(msg.features) ? msg.features : [];
+      state.session += 1;
       state.serverState = "idle";
       if (state.call && state.call.connected) {
         setNotice(state.media.reason); // drop the "lost the server" notice
@@ -279,7 +293,7 @@ async function handle(msg) {
       return;
     case "matched":
       state.serverState = "matched";
-      newCall(msg.role === "offerer" ? "offerer" : "answerer");
+      newCall(msg.role === "offerer" ? "offerer" : "answerer", String(msg.roomId));
       setStatus("negotiating");
       return;
     case "offer":

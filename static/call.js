@@ -8,15 +8,25 @@
 import { QualityMeter } from "./quality.js";
 
 const PROBE_MS = 3000;
+// How long a connected call waits for its first quality sample before it
+// reports without one (the meter needs two readings, one second apart).
+const REPORT_WAIT_MS = 3000;
+const CANDIDATE_TYPES = new Set(["host", "srflx", "prflx", "relay"]);
+const RELAY_PROTOCOLS = new Set(["udp", "tcp", "tls"]);
+
+const clamp = (value, low, high) => Math.min(high, Math.max(low, value));
 
 export class Call {
   /**
    * @param {{role: "offerer"|"answerer", iceServers: RTCIceServer[], stream: MediaStream|null,
-   *          iceTimeoutMs: number, send: (msg: object) => boolean, events: object}} options
+   *          iceTimeoutMs: number, send: (msg: object) => boolean, events: object,
+   *          report?: (fields: object) => void}} options
    * events: onConnected(), onRetrying(), onFailed(message), onEnded(why),
    *         onRemoteStream(stream), onChat(text), onChatOpen(open), onQuality(sample)
+   * report: called at most once with this call's outcome (the fields of a
+   *         `call-report` frame without type and roomId, docs/protocol.md)
    */
-  constructor({ role, iceServers, stream, iceTimeoutMs, send, events }) {
+  constructor({ role, iceServers, stream, iceTimeoutMs, send, events, report = null }) {
     this.role = role;
     this.connected = false;
     this.closed = false;
@@ -33,7 +43,20 @@ export class Call {
     this.remote = null;
     this.probes = new Map();
     this.probeSeq = 0;
-    this.meter = new QualityMeter(this.pc, (s) => this.events.onQuality(s));
+    // The call report: time from matched (this call's birth) to connected, the
+    // selected pair's candidate types, and the first quality sample if any.
+    this.report = report;
+    this.reported = false;
+    this.matchedAt = performance.now();
+    this.connectedAt = null;
+    this.pairInfo = null;
+    this.lastSample = null;
+    this.reportTimer = null;
+    this.meter = new QualityMeter(this.pc, (s) => {
+      this.lastSample = s;
+      this.events.onQuality(s);
+      if (this.pairInfo) this.#reportConnected();
+    });
 
     const pc = this.pc;
     pc.addEventListener("icecandidate", (event) => {
@@ -181,6 +204,7 @@ export class Call {
     this.fail(
       "Could not connect to your partner, even after an ICE restart " +
         "(a firewall may block peer-to-peer traffic).",
+      "ice",
     );
   }
 
@@ -202,9 +226,72 @@ export class Call {
   }
 
   #watchConnection() {
-    if (this.pc.connectionState === "closed" && !this.closed) {
+    const state = this.pc.connectionState;
+    if (state === "connected" && this.connectedAt === null) {
+      this.connectedAt = performance.now();
+      this.#notePair().catch(() => {}); // no stats: no pair, so no connected report
+    } else if (state === "failed" && this.connectedAt === null) {
+      const ice = this.pc.iceConnectionState;
+      // ICE found a path but the DTLS handshake over it failed.
+      if (ice === "connected" || ice === "completed") {
+        this.fail("Could not secure the connection to your partner (DTLS failed).", "dtls");
+      }
+    } else if (state === "closed" && !this.closed) {
       this.#end("connection-closed");
     }
+  }
+
+  // The selected candidate pair's types, read once when the call connects.
+  async #notePair() {
+    const stats = await this.pc.getStats();
+    let pair = null;
+    for (const s of stats.values()) {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        pair = stats.get(s.selectedCandidatePairId) ?? null;
+      }
+    }
+    if (!pair) {
+      pair = [...stats.values()].find(
+        (s) => s.type === "candidate-pair" && s.nominated && s.state === "succeeded",
+      );
+    }
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    if (!local || !remote || this.closed) return;
+    if (!CANDIDATE_TYPES.has(local.candidateType) || !CANDIDATE_TYPES.has(remote.candidateType)) {
+      return;
+    }
+    const info = { localCandidate: local.candidateType, remoteCandidate: remote.candidateType };
+    if (local.candidateType === "relay") {
+      if (!RELAY_PROTOCOLS.has(local.relayProtocol)) return;
+      info.relayProtocol = local.relayProtocol;
+    }
+    this.pairInfo = info;
+    if (this.lastSample) this.#reportConnected();
+    else this.reportTimer = setTimeout(() => this.#reportConnected(), REPORT_WAIT_MS);
+  }
+
+  #reportConnected() {
+    if (this.reported || !this.pairInfo || this.connectedAt === null) return;
+    const fields = {
+      outcome: "connected",
+      connectMs: Math.round(clamp(this.connectedAt - this.matchedAt, 0, 600000)),
+      ...this.pairInfo,
+    };
+    const s = this.lastSample;
+    if (s) {
+      if (typeof s.rttMs === "number") fields.rttMs = clamp(s.rttMs, 0, 60000);
+      fields.lossPct = clamp(s.lossPct, 0, 100);
+      fields.bitrateKbps = clamp(s.inKbps, 0, 1000000);
+    }
+    this.#sendReport(fields);
+  }
+
+  #sendReport(fields) {
+    if (this.reported || !this.report) return;
+    this.reported = true;
+    clearTimeout(this.reportTimer);
+    this.report(fields);
   }
 
   #useChannel(channel) {
@@ -266,9 +353,13 @@ export class Call {
     });
   }
 
-  /** Give up on this call with a message for the user (the app then leaves the room). */
-  fail(message) {
+  /**
+   * Give up on this call with a message for the user (the app then leaves the room);
+   * layer ("ice", "dtls") reports the failure first, while the room is still ours.
+   */
+  fail(message, layer = null) {
     if (this.closed) return;
+    if (layer) this.#sendReport({ outcome: "failed", layer });
     this.close();
     this.events.onFailed(message);
   }
@@ -283,6 +374,10 @@ export class Call {
   close(notify = true) {
     if (this.closed) return;
     if (notify) this.#channelSend({ t: "bye" });
+    // A connected call still waiting for its quality sample reports now, before
+    // the app's next/leave: a report is only taken for this room or the last one.
+    this.#reportConnected();
+    clearTimeout(this.reportTimer);
     this.closed = true;
     this.#clearIceTimer();
     this.meter.stop();

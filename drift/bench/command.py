@@ -25,13 +25,15 @@ from drift.bench.results import Outcome, Row, rows_json, table, update_doc
 from drift.bench.runner import FULL, QUICK, TINY, Bench, Sizes, machine
 from drift.bench.servers import DRIFT_FLAGS
 from drift.bench.suites import run_all
-from drift.errors import ConfigError
+from drift.cli import progress_option, set_summary
+from drift.errors import CheckFailed, ConfigError
+from drift.harness.signals import interruptible
 from drift.report.paths import run_dir
 
 #: What a plain ``drift bench`` runs, in order. ``--only profile`` (pyinstrument)
 #: and ``--only load`` (the locust capacity sweep, minutes long) are extra.
 NAMES = ("server", "redis", "simulate")
-CHOICES = (*NAMES, "profile", "load", "network")
+CHOICES = (*NAMES, "profile", "load", "network", "abuse")
 
 
 def default_doc_path() -> Path:
@@ -46,7 +48,7 @@ def default_doc_path() -> Path:
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Smaller counts (about two minutes): a quick look.")
+@click.option("--quick", is_flag=True, help="Smaller counts: a quicker, noisier look.")
 @click.option(
     "--only",
     type=click.Choice(CHOICES),
@@ -66,8 +68,14 @@ def default_doc_path() -> Path:
     help="Markdown file to update (default: docs/performance.md of the clone).",
 )
 @click.option("--tiny", is_flag=True, hidden=True, help="Smoke-test sizes; measures nothing.")
+@progress_option()
 def bench(
-    quick: bool, only: Sequence[str], write_docs: bool | None, doc_path: Path | None, tiny: bool
+    quick: bool,
+    only: Sequence[str],
+    write_docs: bool | None,
+    doc_path: Path | None,
+    tiny: bool,
+    progress: bool,
 ) -> None:
     """Measure drift against baselines run alongside it: memory and CPU per connection and
     frame, match latency, connection rate, the Redis backend and simulate overhead.
@@ -75,6 +83,18 @@ def bench(
     Figures are ratios to baselines measured in the same run (medians of repetitions).
     Writes reports/<time>-bench/bench.json and the table of docs/performance.md.
     """
+    with interruptible():
+        _bench(quick, only, write_docs, doc_path, tiny, progress)
+
+
+def _bench(
+    quick: bool,
+    only: Sequence[str],
+    write_docs: bool | None,
+    doc_path: Path | None,
+    tiny: bool,
+    progress: bool,
+) -> None:
     sizes: Sizes = TINY if tiny else QUICK if quick else FULL
     names = [n for n in CHOICES if n in only] if only else list(NAMES)
     if write_docs is None:
@@ -86,16 +106,17 @@ def bench(
     begun = datetime.now(UTC)
     context = machine()
     outcomes: dict[str, Outcome] = {}
-    progress = Progress(
+    bar = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
+        disable=not progress,
     )
-    with progress:
-        harness = Bench(sizes, out_dir, console, progress, quick=quick or tiny)
+    with bar:
+        harness = Bench(sizes, out_dir, console, bar, quick=quick or tiny)
         for name in names:
             outcomes[name] = run_all.load(name)(harness)
     elapsed = time.perf_counter() - started
@@ -113,12 +134,20 @@ def bench(
         "benchmarks": {name: o.raw for name, o in outcomes.items()},
     }
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    set_summary({**report, "report": str(out_dir / "bench.json")})
     console.print(_rich_table(rows))
     console.print(f"[bold]bench[/] done in {elapsed:.0f} s; results in {out_dir}/bench.json")
     if path is not None:
         sections = [s for o in outcomes.values() for s in o.sections]
         update_doc(path, _summary(rows, report, out_dir), sections)
         console.print(f"table written to {path}")
+    missed = [row for row in rows if row.met is False]
+    if missed and not tiny:  # --tiny sizes measure nothing, so they judge nothing either
+        # the README's exit-code table: 1 when the run completed and a check failed
+        which = ", ".join(
+            f"{row.name} ({row.ratio:.2f}x, target {row.target_text()})" for row in missed
+        )
+        raise CheckFailed(f"{len(missed)} target(s) missed: {which}")
 
 
 def _summary(rows: Sequence[Row], report: dict[str, Any], out_dir: Path) -> str:

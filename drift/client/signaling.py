@@ -240,6 +240,15 @@ class SignalingClient:
         """One trickled candidate, or None for end-of-candidates."""
         await self._relay(p.IceCandidate(candidate=candidate))
 
+    @property
+    def features(self) -> frozenset[str]:
+        """The protocol additions the server announced in ``welcome`` (none from old servers)."""
+        return frozenset(self.welcome.features) if self.welcome else frozenset()
+
+    async def send_call_report(self, report: p.CallReport) -> None:
+        """Report a call attempt (feature ``call-report``); no reply comes, no state changes."""
+        await self._send(p.encode_client(report).decode())
+
     async def _relay(self, msg: p.RelayMessage) -> None:
         self._require(self.state is ClientState.MATCHED and self._pending is None, msg.type_name)
         await self._send(p.encode_client(msg).decode())

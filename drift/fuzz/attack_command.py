@@ -19,6 +19,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
+from drift.cli import set_summary
 from drift.errors import CheckFailed, TargetUnreachable
 from drift.fuzz.attacks import AttackConfig, AttackReport, run_attack
 from drift.harness.serve import AsyncServeProcess
@@ -38,8 +39,9 @@ def run_attacks(
     reports, server_log = asyncio.run(_run(console, base, names))
     problems = sum(len(r.problems) for r in reports) + len(server_log)
     _summary(console, reports, server_log, embedded=not base.url)
+    body = {"attacks": [r.to_json() for r in reports], "server_log": server_log}
+    set_summary(body)
     if report_path is not None:
-        body = {"attacks": [r.to_json() for r in reports], "server_log": server_log}
         report_path.write_text(json.dumps(body, indent=2) + "\n")
     if problems:
         raise CheckFailed(f"attacks found {problems} problem(s)")

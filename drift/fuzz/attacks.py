@@ -67,6 +67,8 @@ ATTACKS: Final = (
 POLICY_VIOLATION: Final = 1008
 #: Frames written per batch by the floods (one write, then a yield).
 _BATCH: Final = 512
+#: How often a closed flooder comes back (the nginx example allows 5/s, burst 10).
+_RECONNECTS_PER_S: Final = 10
 #: Relays of the stalled-reader victim, and their size: small steps, so the
 #: server's queue to the stalled peer cannot jump over 64-128 KiB between two
 #: of aiohttp's drain points (every 64 KiB written).
@@ -250,13 +252,18 @@ class _Attack:
 
 
 class _Flood(_Attack):
-    """Connect, then write one frame pattern non-stop; the server must close with 1008."""
+    """Write one frame pattern non-stop; once closed (it must be, with 1008), reconnect.
+
+    Reconnecting (at most ten times a second) keeps the pressure on for the
+    whole run, as a determined attacker would: what is measured is also the
+    cost of closing flooders.
+    """
 
     def __init__(self, cfg: AttackConfig) -> None:
         super().__init__(cfg)
         self.ws: RawWebSocket | None = None
-        self.close_code: int | None = None
         self.frames = 0
+        self.codes: list[int | None] = []
 
     def opening(self) -> bytes:
         return b""
@@ -265,37 +272,61 @@ class _Flood(_Attack):
         raise NotImplementedError
 
     async def run(self) -> None:
-        self.ws = ws = await RawWebSocket.connect(self.cfg.url, self.cfg.reply_timeout)
-        reader = asyncio.create_task(self._read(ws))
         batch = self.pattern() * _BATCH
-        try:
-            ws.writer.write(self.opening())
-            while not self.stop.is_set() and not reader.done():
-                ws.writer.write(batch)
-                self.frames += _BATCH
-                await ws.writer.drain()
-                await asyncio.sleep(0)  # let the honest pair (same loop) run
-        except (ConnectionError, OSError):
-            pass
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), self.cfg.cut_within)
-        reader.cancel()
-        if self.close_code != POLICY_VIOLATION:
-            got = "no close" if self.close_code is None else f"close {self.close_code}"
+        while not self.stop.is_set():
+            started = time.monotonic()
+            code = await self._one(batch)
+            self.codes.append(code)
+            if code != POLICY_VIOLATION:
+                break
+            # New connections at the rate a proxy's per-address limit lets
+            # through (docs/operations.md): flooding, not connection churn.
+            with contextlib.suppress(TimeoutError):
+                wait = started + 1 / _RECONNECTS_PER_S - time.monotonic()
+                await asyncio.wait_for(self.stop.wait(), max(0.0, wait))
+        bad = [c for c in self.codes if c != POLICY_VIOLATION]
+        if bad or not self.codes:
+            got = "no close" if not bad or bad[0] is None else f"close {bad[0]}"
             self.problems.append(
                 f"{self.cfg.attack}: {self.frames:,} frames sent and {got}; the server must "
                 "bill every frame and close the flooder with 1008"
             )
         else:
-            self.notes.append(f"closed with 1008 after at most {self.frames:,} frames")
+            self.notes.append(
+                f"{len(self.codes)} flooders in a row closed with 1008 "
+                f"({self.frames:,} frames offered)"
+            )
 
-    async def _read(self, ws: RawWebSocket) -> None:
+    async def _one(self, batch: bytes) -> int | None:
+        """One flooding connection until the server closes it; its close code."""
+        self.ws = ws = await RawWebSocket.connect(self.cfg.url, self.cfg.reply_timeout)
+        closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read(ws, closed))
+        try:
+            ws.writer.write(self.opening())
+            while not self.stop.is_set() and not closed.done():
+                ws.writer.write(batch)
+                self.frames += _BATCH
+                await ws.writer.drain()
+                await asyncio.sleep(0)  # let the honest pair (same loop) run
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closed), self.cfg.cut_within)
+        reader.cancel()
+        ws.writer.transport.abort()
+        return closed.result() if closed.done() else None
+
+    async def _read(self, ws: RawWebSocket, closed: asyncio.Future[int | None]) -> None:
+        code: int | None = None
         with contextlib.suppress(TimeoutError, ConnectionError, OSError):
             while True:
                 msg = await ws.recv(self.cfg.duration + self.cfg.cut_within)
                 if msg.kind in ("close", "eof"):
-                    self.close_code = msg.code
-                    return
+                    code = msg.code
+                    break
+        if not closed.done():
+            closed.set_result(code)
 
     async def cleanup(self) -> None:
         if self.ws is not None:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from drift.cli import progress_option, set_summary
 from drift.client.urls import ws_url
 from drift.errors import CheckFailed, ConfigError, TargetUnreachable
 from drift.fuzz.attack_command import run_attacks
@@ -125,7 +126,13 @@ def is_loopback_url(url: str) -> bool:
     show_default=True,
     help="Connections that send a burst without waiting (rate limiting, close 1008).",
 )
-@click.option("--burst-frames", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option(
+    "--burst-frames",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="Frames each burst connection sends.",
+)
 @click.option(
     "--honest-interval",
     type=click.FloatRange(0.0),
@@ -140,7 +147,13 @@ def is_loopback_url(url: str) -> bool:
     show_default=True,
     help="Honest pairs relaying at once (several catch relays that cross rooms).",
 )
-@click.option("--reply-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@click.option(
+    "--reply-timeout",
+    type=click.FloatRange(0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the server's answer to a frame before counting it lost.",
+)
 @click.option(
     "--kind",
     "kinds",
@@ -205,6 +218,7 @@ def is_loopback_url(url: str) -> bool:
     default=None,
     help="Also write the result as JSON here.",
 )
+@progress_option()
 def fuzz(
     url: str | None,
     seed: int | None,
@@ -226,6 +240,7 @@ def fuzz(
     max_ratio: float,
     honest_source: str,
     report_path: Path | None,
+    progress: bool,
 ) -> None:
     """Send mutated and random frames from many connections while an honest pair talks.
 
@@ -272,11 +287,14 @@ def fuzz(
         raise ConfigError("--skip-kind left no kind of frame to send")
     console.print(f"drift fuzz: seed {seed} (replay with --seed {seed})")
     with LogWatch() as watch:
-        report = asyncio.run(_run(cfg, console, embedded=url is None, interval=honest_interval))
+        report = asyncio.run(
+            _run(cfg, console, embedded=url is None, interval=honest_interval, progress=progress)
+        )
     log_errors = [_describe(r) for r in watch.records] if url is None else []
     for line in log_errors:
         report.problem(f"server log: {line}")
     _summary(console, report, embedded=url is None)
+    set_summary(report.to_json())
     if report_path is not None:
         report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     if not report.ok:
@@ -284,7 +302,7 @@ def fuzz(
 
 
 async def _run(
-    cfg: FuzzConfig, console: Console, *, embedded: bool, interval: float | None
+    cfg: FuzzConfig, console: Console, *, embedded: bool, interval: float | None, progress: bool
 ) -> FuzzReport:
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -293,11 +311,12 @@ async def _run(
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task("fuzz frames", total=cfg.frames)
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("fuzz frames", total=cfg.frames)
 
         def advance(done: int) -> None:
-            progress.update(task, completed=done)
+            bar.update(task, completed=done)
 
         if not embedded:
             await _reachable(cfg)

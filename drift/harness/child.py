@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import IO, NoReturn, Self
 
 from drift.errors import DriftError
+from drift.harness import signals
 from drift.harness.env import child_env
 from drift.harness.waiting import wait_until
 
@@ -98,6 +99,8 @@ class Child:
             # which stops the child itself, and a kill reaches whatever the child started.
             start_new_session=True,
         )
+        # so that a second Ctrl-C/SIGTERM, which skips every polite stop, still kills it
+        signals.register_child(self.proc.pid, self.name)
 
     def wait_for_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
         """Read stdout until ``pattern`` matches; :class:`NotReady` on exit or after ``timeout``."""
@@ -198,6 +201,7 @@ class Child:
                     kill_group(proc.pid)
                     proc.wait()
             code = proc.returncode
+            signals.unregister_child(proc.pid)
             if self._drain is not None:
                 self._drain.join(timeout=2)
             if proc.stdout is not None:

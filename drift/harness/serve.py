@@ -25,16 +25,25 @@ from drift.client.urls import ws_url
 from drift.errors import ConfigError, DriftError
 from drift.harness.child import Child, NotReady, kill_group
 from drift.harness.env import child_env
+from drift.serve.logs import json_event
 
 #: What ``drift serve`` prints on stdout once it listens; the one format of it.
 READY_PREFIX: Final = "drift serving on "
-READY_LINE: Final = re.compile(READY_PREFIX + r"(?P<url>https?://\S+)")
+#: the ready event's name with ``--log-format json``
+READY_EVENT: Final = "ready"
+#: The URL of either form of the ready line: the text, or the JSON object's "url".
+READY_LINE: Final = re.compile(
+    rf'(?:{READY_PREFIX}|"event":\s*"{READY_EVENT}".*"url":\s*")(?P<url>https?://[^\s"]+)'
+)
 #: ``python -m drift serve``: the program of every server child unless told otherwise.
 DRIFT_SERVE: Final = (sys.executable, "-m", "drift", "serve")
 READY_TIMEOUT: Final = 30.0
 
 
-def ready_message(url: str) -> str:
+def ready_message(url: str, log_format: str = "console") -> str:
+    """The ready line: readable text, or one JSON object like every log line of the format."""
+    if log_format == "json":
+        return json_event(READY_EVENT, url=url, ws_url=ws_url(url))
     return f"{READY_PREFIX}{url} (WebSocket {ws_url(url)})"
 
 

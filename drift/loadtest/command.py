@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from drift.cli import progress_option, set_summary
 from drift.client import urls
 from drift.errors import CheckFailed, ConfigError, DriftError, TargetUnreachable
 from drift.loadtest import report
@@ -152,9 +153,7 @@ def _status(sample: ServerSample | None) -> str:
     show_default=True,
     help="Seconds between samples of server RSS and /stats.",
 )
-@click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Live progress bar."
-)
+@progress_option("Live progress bar with the server's figures.")
 def loadtest(
     scenario: str,
     url: str | None,
@@ -190,6 +189,7 @@ def loadtest(
         spec, path, url, base, workers, server_args, sample_interval, out, console, progress
     )
     _print(console, summary, out)
+    set_summary({**summary, "report_dir": str(out)})
     failed = [c for c in summary["thresholds"] if not c["passed"]]
     if failed:
         names = ", ".join(f"{c['name']} ({c['actual']} vs {c['limit']})" for c in failed)

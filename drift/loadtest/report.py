@@ -563,6 +563,7 @@ def write_outputs(analysis: Analysis, out_dir: Path, files: Mapping[str, str]) -
         f"drift loadtest {analysis.facts.scenario.name}",
         _cases(analysis.checks()),
         properties={"url": analysis.facts.url, "scenario": analysis.facts.scenario_path},
+        wall_s=analysis.facts.finished_at - analysis.facts.started_at,
     )
     return summary
 

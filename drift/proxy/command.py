@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -53,6 +54,12 @@ from drift.proxy.server import FaultProxy
     show_default=True,
     help="Client connections proxied at once (more get HTTP 503).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the ready line as one JSON object {"event": "ready", "url": ...} on stdout.',
+)
 def proxy(**options: Any) -> None:
     """Proxy a drift server and inject one wire fault: check a client against a lying server."""
     try:
@@ -75,7 +82,11 @@ def proxy(**options: Any) -> None:
             raise ConfigError(
                 f"cannot listen on {options['host']}:{options['port']}: {exc.strerror}"
             ) from None
-        click.echo(f"drift proxy: {url} -> {upstream} (fault: {fp.fault.value})")
+        if options["as_json"]:
+            ready = {"event": "ready", "url": url, "upstream": upstream, "fault": fp.fault.value}
+            click.echo(json.dumps(ready))
+        else:
+            click.echo(f"drift proxy: {url} -> {upstream} (fault: {fp.fault.value})")
         sys.stdout.flush()
         try:
             await asyncio.Event().wait()

@@ -24,7 +24,11 @@ _MESSAGE_MAX = 500
 
 @dataclass(frozen=True)
 class Case:
-    """One check. ``failure`` is the failure text (its first line becomes the message)."""
+    """One check. ``failure`` is the failure text (its first line becomes the message).
+
+    ``error`` is for a check that could not run at all (the target was unreachable,
+    the run was interrupted): CI shows it apart from a check that ran and failed.
+    """
 
     name: str
     classname: str
@@ -33,10 +37,13 @@ class Case:
     failure_type: str | None = None
     skipped: str | None = None
     system_out: str | None = None
+    error: str | None = None
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
-        if self.failure is not None and self.skipped is not None:
-            raise ValueError(f"case {self.name!r} cannot both fail and be skipped")
+        outcomes = [x for x in (self.failure, self.skipped, self.error) if x is not None]
+        if len(outcomes) > 1:
+            raise ValueError(f"case {self.name!r} has more than one of failure, error, skipped")
 
 
 def _text(value: object) -> str:
@@ -59,18 +66,25 @@ def write_junit(
     properties: Mapping[str, object] | None = None,
     *,
     timestamp: datetime | None = None,
+    wall_s: float | None = None,
 ) -> Path:
     """Write ``cases`` as one ``<testsuite>`` inside ``<testsuites>``; return ``path``.
 
     ``timestamp`` (default: now, UTC) is the suite's start time shown by Jenkins.
+    ``wall_s`` is the suite's time: the run's wall time. Cases of one run overlap
+    (every pair runs at once), so their sum would be far longer than the run; it
+    is only the fallback when no wall time is known.
     """
     failures = sum(1 for c in cases if c.failure is not None)
+    errors = sum(1 for c in cases if c.error is not None)
     skipped = sum(1 for c in cases if c.skipped is not None)
-    total_time = _seconds(math.fsum(c.time_s for c in cases if math.isfinite(c.time_s)))
+    if wall_s is None:
+        wall_s = math.fsum(c.time_s for c in cases if math.isfinite(c.time_s))
+    total_time = _seconds(wall_s)
     counts = {
         "tests": str(len(cases)),
         "failures": str(failures),
-        "errors": "0",
+        "errors": str(errors),
         "skipped": str(skipped),
         "time": total_time,
     }
@@ -110,6 +124,13 @@ def write_junit(
                 {"message": _message(case.failure), "type": _text(case.failure_type or "failure")},
             )
             failure.text = _text(case.failure)
+        if case.error is not None:
+            error = ET.SubElement(
+                tc,
+                "error",
+                {"message": _message(case.error), "type": _text(case.error_type or "error")},
+            )
+            error.text = _text(case.error)
         if case.skipped is not None:
             ET.SubElement(tc, "skipped", {"message": _message(case.skipped)})
         if case.system_out:

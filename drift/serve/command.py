@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from drift.aio import run
+from drift.cli import LOG_JSON_KEY
 from drift.core.lobby import Fault
 from drift.errors import ConfigError
 from drift.harness.serve import ready_message
@@ -24,7 +25,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def env_option(*decls: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option that can also be set as the ``DRIFT_<env>`` environment variable."""
+    """A click option that can also be set as ``DRIFT_<env>``, serve's short variable.
+
+    The rule's ``DRIFT_SERVE_<FLAG>`` is added to every option by ``drift.cli``;
+    these short names, which deployments already use, keep working beside it.
+    """
     kwargs.setdefault("show_default", True)
     return click.option(*decls, envvar=f"DRIFT_{env}", show_envvar=True, **kwargs)
 
@@ -49,7 +54,13 @@ D = DEFAULTS
     default=D.rematch_cooldown,
     help="Seconds before two peers whose room ended can be paired again.",
 )
-@env_option("--log-level", env="LOG_LEVEL", type=_LOG_LEVELS, default=D.log_level)
+@env_option(
+    "--log-level",
+    env="LOG_LEVEL",
+    type=_LOG_LEVELS,
+    default=D.log_level,
+    help="Least severe log record printed.",
+)
 @env_option(
     "--log-format",
     env="LOG_FORMAT",
@@ -244,13 +255,23 @@ D = DEFAULTS
     "told (with --redis).",
 )
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Set by --workers for each worker.")
+@click.option(
+    "--json",
+    is_flag=True,
+    help="Same as --log-format json: every line printed is one JSON object; stdout holds "
+    'only the ready line {"event": "ready", "url": ...}.',
+)
 def serve(**options: Any) -> None:
     """Run the reference signaling server and the browser client."""
+    if options.pop("json"):
+        options["log_format"] = "json"
+    if options["log_format"] == "json":
+        click.get_current_context().meta[LOG_JSON_KEY] = True  # its error line too
     config = server_config(options)
     setup_logging(config.log_level, config.log_format)
 
     def ready(url: str) -> None:
-        click.echo(ready_message(url))
+        click.echo(ready_message(url, config.log_format))
         sys.stdout.flush()
 
     if config.workers > 1:
@@ -280,6 +301,9 @@ def server_config(options: dict[str, Any]) -> ServerConfig:
 #: Options held in the config as a frozenset of enum members.
 ENUM_SETS: Final = frozenset({"faults", "unsafe"})
 
+#: Options that are not fields of the config (``--json`` sets ``log_format``).
+NOT_CONFIG: Final = frozenset({"json"})
+
 #: Options whose values never go on a command line, where any local user can
 #: read them with ps: :func:`config_env` passes them as their ``DRIFT_*`` variable.
 SECRET_OPTIONS: Final = frozenset({"turn_secret"})
@@ -293,7 +317,7 @@ def config_argv(config: ServerConfig) -> list[str]:
     """
     argv: list[str] = []
     for param in serve.params:
-        if not isinstance(param, click.Option) or param.name in SECRET_OPTIONS:
+        if not isinstance(param, click.Option) or param.name in SECRET_OPTIONS | NOT_CONFIG:
             continue
         assert param.name is not None
         value = getattr(config, param.name)
@@ -318,8 +342,9 @@ def config_env(config: ServerConfig) -> dict[str, str]:
     for param in serve.params:
         if isinstance(param, click.Option) and param.name in SECRET_OPTIONS:
             value = getattr(config, param.name)
-            if value is not None and isinstance(param.envvar, str):
-                env[param.envvar] = str(value)
+            names = [param.envvar] if isinstance(param.envvar, str) else param.envvar or []
+            if value is not None and names:
+                env[names[0]] = str(value)
     return env
 
 

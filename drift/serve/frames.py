@@ -34,6 +34,8 @@ CLOSE_ALLOWANCE: Final = 1024
 #: Bytes then read and dropped unparsed before the socket is no longer read.
 DISCARD_LIMIT: Final = 16 << 20
 _PASSED: Final = (False, b"")
+#: Frames billed at a time while a chunk is scanned.
+_STEP: Final = 64
 
 
 class Parser(Protocol):
@@ -78,7 +80,7 @@ class FrameGate:
         self._skip = 0
         #: the start of a frame header cut by the end of the last chunk
         self._head = b""
-        #: -1 while open; bytes still passed on once shut (never, if not stopping)
+        #: -1 while open; bytes still passed on once shut (-2: never stop, unsafe)
         self._allowance = -1 if stop_after_close else -2
         self._discard = DISCARD_LIMIT
         #: done once the socket is gone (aiohttp feeds the reader its EOF then)
@@ -106,14 +108,20 @@ class FrameGate:
             data = bytes(data)
         if self._allowance >= 0:
             return self._closing(inner, data)
-        billed = self._scan(data)
-        if billed < 0:
-            self._on_violation()
-            return self._closing(inner, b"")
-        if billed and self._billing:
-            self._on_frames(billed)
-            if self._allowance >= 0:  # the bill ended in a close
-                return self._closing(inner, data)
+        buf = self._head + data if self._head else data
+        self._head = b""
+        pos = 0
+        while pos >= 0:
+            # Billed a step at a time: a chunk of 30,000 pings is closed after
+            # the first steps, not scanned to its end first.
+            pos, billed = self._scan(buf, pos)
+            if billed < 0:
+                self._on_violation()
+                return self._closing(inner, b"")
+            if billed and self._billing:
+                self._on_frames(billed)
+                if self._allowance >= 0:  # the bill ended in a close
+                    return self._closing(inner, data)
         return inner.feed_data(data)
 
     def _closing(self, inner: Parser, data: bytes) -> tuple[bool, bytes]:
@@ -129,27 +137,29 @@ class FrameGate:
             self._transport.pause_reading()
         return inner.feed_data(data[:allowance]) if allowance else _PASSED
 
-    def _scan(self, data: bytes) -> int:
-        """Frames in ``data`` the core will not bill, or -1 for an unmasked frame."""
-        if self._head:
-            data = self._head + data
-            self._head = b""
+    def _scan(self, data: bytes, pos: int) -> tuple[int, int]:
+        """From ``pos``: (where to go on, or -1 at the end; frames to bill, or -1 if unmasked)."""
         size = len(data)
-        pos = self._skip
-        if pos >= size:
-            self._skip = pos - size
-            return 0
+        if pos == 0:
+            pos = self._skip
+            if pos >= size:
+                self._skip = pos - size
+                return -1, 0
         billed = 0
-        while True:
+        while billed < _STEP:
             if size - pos < 2:
-                break
+                self._head = data[pos:]
+                self._skip = 0
+                return -1, billed
             first, second = data[pos], data[pos + 1]
             if not second & 0x80:
-                return -1
+                return -1, -1
             length = second & 0x7F
             header = 6 if length < 126 else 8 if length == 126 else 14
             if size - pos < header:
-                break
+                self._head = data[pos:]
+                self._skip = 0
+                return -1, billed
             if length == 126:
                 length = int.from_bytes(data[pos + 2 : pos + 4], "big")
             elif length == 127:
@@ -160,7 +170,5 @@ class FrameGate:
             pos += header + length
             if pos >= size:
                 self._skip = pos - size
-                return billed
-        self._head = data[pos:]
-        self._skip = 0
-        return billed
+                return -1, billed
+        return pos, billed

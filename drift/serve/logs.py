@@ -51,6 +51,14 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+def json_event(event: str, level: int = logging.INFO, **fields: Any) -> str:
+    """One line as :class:`JsonFormatter` writes it, for what the server prints outside a
+    logger (its ready line, a fatal error): with ``--log-format json`` every line is JSON."""
+    record = logging.LogRecord(LOGGER_NAME, level, "", 0, event, None, None)
+    record.fields = fields
+    return JsonFormatter().format(record)
+
+
 def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Route drift's and aiohttp's loggers to one handler in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)

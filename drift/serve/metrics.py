@@ -12,13 +12,19 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from drift.core.call_report import CallStats, merge_snapshots
@@ -26,6 +32,10 @@ from drift.core.lobby import Lobby
 
 if TYPE_CHECKING:
     from drift.serve.http import SocketGate
+
+# A *_created series per counter and histogram doubles the series count for a
+# start time that process_start_time_seconds already gives.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # (the library leaves it untyped)
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -70,7 +80,6 @@ class _LobbyCollector(Collector):
         for close_code, n in sorted(c.closes.items()):
             closes.add_metric([str(close_code)], n)
         yield closes
-        yield GaugeMetricFamily("drift_rss_bytes", "Resident set size of the server", rss_bytes())
         yield from call_metrics(lobby.calls.stats)
 
 
@@ -160,9 +169,12 @@ class _ClusterCollector(Collector):
             ("queue", "drift_cluster_queue_length", "Peers waiting in the shared queue (Redis)"),
             ("connections", "drift_cluster_connections", "Open WebSockets on all nodes"),
             ("rooms", "drift_cluster_rooms", "Rooms on all nodes"),
-            ("matches_total", "drift_cluster_matches", "Rooms created by all nodes"),
         ):
             yield GaugeMetricFamily(name, doc, float(cluster.get(key, 0)))
+        # a counter: exposed as drift_cluster_matches_total
+        yield CounterMetricFamily(
+            "drift_cluster_matches", "Rooms created by all nodes", cluster.get("matches_total", 0)
+        )
         calls = cluster.get("calls")
         if isinstance(calls, Mapping):
             # already summed by the backend; merged once more only to fill in defaults
@@ -214,5 +226,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper's Accept header asks for, and its content type,
+        both chosen by prometheus_client (text 0.0.4 without a header)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type

@@ -587,9 +587,8 @@ class Server:
         return web.json_response(self.stats(), dumps=json.dumps)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
-        )
+        body, content_type = self.metrics.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     # ------------------------------------------------------------ WebSocket
 

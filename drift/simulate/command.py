@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -23,10 +24,15 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from drift.cli import progress_option, set_summary
 from drift.client.signaling import ProtocolViolation, SignalingClient
 from drift.errors import ConfigError, DriftError, TargetUnreachable
 from drift.exitcodes import ExitCode
+from drift.harness import signals
+from drift.harness.signals import Interrupted
+from drift.report.incomplete import write_incomplete
 from drift.report.paths import run_dir
+from drift.simulate.call_reports import CallReportCheck
 from drift.simulate.embedded import SERVER_NOTE, EmbeddedServer
 from drift.simulate.loopback import network_for
 from drift.simulate.peer_processes import prestart, run_in_process, run_in_workers
@@ -130,6 +136,31 @@ class LiveView:
         self.live.update(Group(table, bar))
 
 
+class _Progress:
+    """What the run has counted so far, for the partial report of an interrupted run."""
+
+    def __init__(self, view: LiveView | None = None) -> None:
+        self.coordinator: Coordinator | None = None
+        self.view = view
+        self.target: dict[str, Any] = {}
+
+    def tick(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        if self.view is not None:
+            self.view.update(coordinator)
+
+    def counts(self) -> dict[str, int]:
+        if self.coordinator is None:
+            return {}
+        states, done, failed, totals = self.coordinator.totals()
+        return {
+            "peers done": done,
+            "peers failed": failed,
+            **{f"peers {name} (so far)": n for name, n in sorted(totals.items())},
+            **{f"peers {name} when stopped": n for name, n in sorted(states.items()) if n},
+        }
+
+
 async def simulate_run(
     settings: Settings, console: Console, lab: NetworkLab | None = None
 ) -> SimulateResult:
@@ -138,13 +169,73 @@ async def simulate_run(
     With ``lab`` (``--network``, opened by :func:`network_lab`) the embedded server
     serves STUN/TURN of the lab's coturn on the lab's internet, and every peer sits
     in its own home; the profile's expectations then decide the verdict.
+
+    Every run that starts leaves a complete report folder: an unreachable target
+    (exit 3) and a SIGINT/SIGTERM (exit 130/143, the peers and the embedded server
+    stopped first) write one marked as such.
     """
     settings = settings.resolved()
+    folder = settings.report_dir or run_dir("simulate")
+    progress = _Progress()
+    started = time.monotonic()
+    task = asyncio.current_task()
+    assert task is not None
+    with signals.cancel_on_signals(asyncio.get_running_loop(), task):
+        try:
+            return await _simulate_run(settings, console, lab, folder, progress)
+        except asyncio.CancelledError:
+            signum = signals.received()
+            if signum is None:
+                raise
+            task.uncancel()
+            code = signals.exit_code_for(signum)
+            name = signal.Signals(signum).name
+            write_incomplete(
+                folder,
+                kind="simulate",
+                verdict="interrupted",
+                exit_code=code,
+                reason=f"interrupted by {name} after {time.monotonic() - started:.1f} s: "
+                "the peers and the embedded server were stopped; peers still running "
+                "were not judged",
+                wall_s=time.monotonic() - started,
+                facts={"settings": _report_options(settings), "target": progress.target},
+                progress=progress.counts(),
+            )
+            console.print(f"[yellow]INTERRUPTED[/] ({name})  partial report: {folder}")
+            return SimulateResult(ExitCode(code), {"interrupted": True}, folder)
+        except TargetUnreachable as exc:
+            write_incomplete(
+                folder,
+                kind="simulate",
+                verdict="unreachable",
+                exit_code=int(ExitCode.UNREACHABLE),
+                reason=str(exc),
+                wall_s=time.monotonic() - started,
+                facts={"settings": _report_options(settings), "target": progress.target},
+            )
+            raise TargetUnreachable(f"{exc} (report: {folder})") from None
+
+
+def _report_options(settings: Settings) -> dict[str, Any]:
+    """The settings as a report shows them: never the TURN secret."""
+    options = dataclasses.asdict(settings)
+    for key in ("urls", "report_dir", "live", "server_faults", "turn_secret"):
+        options.pop(key)
+    return options
+
+
+async def _simulate_run(
+    settings: Settings,
+    console: Console,
+    lab: NetworkLab | None,
+    folder: Path,
+    progress: _Progress,
+) -> SimulateResult:
     procs = settings.procs
     assert procs is not None
     prestart(procs)
     server: EmbeddedServer | None = None
-    folder = settings.report_dir or run_dir("simulate")
     try:
         if settings.urls:
             urls = settings.urls
@@ -168,7 +259,9 @@ async def simulate_run(
             if settings.server_faults:
                 note += f"; FAULTS INJECTED: {', '.join(settings.server_faults)}"
             target = {"urls": list(urls), "embedded": True, "note": note}
+        progress.target = target
         await preflight(urls, ice_policy=settings.ice_policy)
+        calls_check = await CallReportCheck.start(urls)
         spec = RunSpec(
             settings=settings.for_peers(),
             urls=urls,
@@ -177,10 +270,11 @@ async def simulate_run(
         )
         started = time.monotonic()
         with LiveView(console if settings.live else Console(quiet=True), settings.peers) as view:
+            progress.view = view
             if procs > 1:
-                merged = await run_in_workers(spec, procs, view.update)
+                merged = await run_in_workers(spec, procs, progress.tick)
             else:
-                merged = await run_in_process(spec, view.update)
+                merged = await run_in_process(spec, progress.tick)
         wall = time.monotonic() - started
         run_failures = list(merged.errors)
         server_rss: int | None = None
@@ -191,9 +285,13 @@ async def simulate_run(
                     f"server-leak: /stats still counts {left} connections after every peer left"
                 )
             server_rss = server.peak_rss()
+        # after the settle: every peer's socket, so every report before it, is handled
+        run_failures += await calls_check.finish(merged.records)
     finally:
         if server is not None:
-            await server.stop()
+            # An interrupted run has no time for the server's polite drain of peers
+            # that are gone anyway: SIGTERM, then SIGKILL after a short wait.
+            await server.stop(timeout=2.0 if signals.received() else 15.0)
     verdict = classify(
         merged.records,
         trickle=settings.trickle,
@@ -208,10 +306,7 @@ async def simulate_run(
         network = lab_summary(lab, verdict, settings)
         passed = network["passed"] and not verdict.run_failures
     code = ExitCode.OK if passed else ExitCode.CHECK_FAILED
-    options = dataclasses.asdict(settings)
-    # the TURN secret never reaches a report file
-    for key in ("urls", "report_dir", "live", "server_faults", "turn_secret"):
-        options.pop(key)
+    options = _report_options(settings)
     summary = summarize_run(
         verdict,
         settings=options,
@@ -224,14 +319,18 @@ async def simulate_run(
     )
     if network is not None:
         summary["network"] = network
+    summary["call_reports"] = calls_check.outcome
     print_summary(console, summary)
+    if calls_check.skipped:
+        console.print(f"[yellow]{calls_check.outcome['note']}[/]")
     if network is not None:
         from drift.netlab.report import print_network
 
         print_network(console, summary)
     write_reports(folder, summary, verdict)
     verdict_word = "[green]PASS[/]" if passed else "[red]FAIL[/]"
-    console.print(f"{verdict_word}  report: {folder / 'report.html'}")
+    hints = "".join(f"; {hint}" for hint in summary.get("hints", []))
+    console.print(f"{verdict_word}  report: {folder / 'report.html'}{hints}")
     return SimulateResult(code, summary, folder)
 
 
@@ -338,11 +437,13 @@ def _env(name: str) -> dict[str, Any]:
     envvar="DRIFT_SIMULATE_REPORT_DIR",
     show_envvar=True,
 )
+@progress_option("Live progress display (counts per state and a bar of peers done).")
 @click.option(
     "--no-live",
     is_flag=True,
-    default=not Settings.live,
-    help="No live progress display.",
+    default=False,
+    hidden=True,
+    help="Old name of --no-progress.",
     **_env("NO_LIVE"),
 )
 @click.option(
@@ -411,32 +512,43 @@ def simulate(**flags: Any) -> None:
     """Headless aiortc peers that prove matching and real WebRTC connections end to end.
 
     Exit codes: 0 every pair verified (or --min-success met), 1 a check failed,
-    2 bad usage, 3 the target could not be reached.
+    2 bad usage, 3 the target could not be reached, 130/143 interrupted by
+    SIGINT/SIGTERM (partial report marked interrupted).
     """
     settings = settings_from_flags(flags)
     from drift import aio
 
     tune_gc()
     console = Console(stderr=False)
+    signals.raise_on_signals()
     try:
         with network_lab(settings) as lab:
             result = aio.run(simulate_run(settings, console, lab))
+    except KeyboardInterrupt as exc:
+        # before or after the event loop: the lab's set-up or teardown (whose own
+        # SIGTERM handler raises a plain KeyboardInterrupt)
+        signum = exc.signum if isinstance(exc, Interrupted) else signals.received()
+        signals.exit_interrupted(signum or signal.SIGINT)
     except OSError as exc:
         # click would take an escaping EPIPE for a closed stdout and exit silently
         raise DriftError(f"simulate failed: {exc}") from exc
     assert isinstance(result, SimulateResult)
+    set_summary(result.summary)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
+    signum = signals.received()
+    if result.summary.get("interrupted") and signum is not None:
+        signals.exit_interrupted(signum, f"partial report: {result.report_dir}")
     sys.exit(int(result.exit_code))
 
 
 def settings_from_flags(flags: dict[str, Any]) -> Settings:
     """The flags of the command as :class:`Settings`; ConfigError for a bad combination.
 
-    Every option is named after its field, except ``--no-live`` (``live``).
+    Every option is named after its field, except ``--progress`` (``live``).
     """
     flags = dict(flags)
-    flags["live"] = not flags.pop("no_live")
+    flags["live"] = flags.pop("progress") and not flags.pop("no_live")
     settings = Settings(**flags)
     urls, peers = settings.urls, settings.peers
     for url in urls:

@@ -112,6 +112,7 @@ class EmbeddedServer:
             pass
         return 0
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the server drains), SIGKILL after ``timeout``."""
         if self.process is not None:
-            await asyncio.to_thread(self.process.stop)
+            await asyncio.to_thread(self.process.stop, timeout)

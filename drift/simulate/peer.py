@@ -23,6 +23,7 @@ import aiohttp
 from drift.client.signaling import ClientState, ConnectionClosed, ProtocolViolation, SignalingClient
 from drift.core import protocol as p
 from drift.simulate.call import Call, PeerFailed
+from drift.simulate.call_reports import relay_protocol, report_for
 from drift.simulate.dialect import DRIFT_PEERS, Dialect
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
 from drift.simulate.relays import digest
@@ -108,6 +109,8 @@ class SyntheticPeer:
         finally:
             if self.call is not None:
                 await self.call.close()
+            if rec.rounds:
+                await self._report(client, rec.rounds[-1])
             rec.stale_relays = client.counters.stale_relays
             last = rec.rounds[-1] if rec.rounds else None
             if last is not None and last.room_id is not None and last.own_end is None:
@@ -139,6 +142,7 @@ class SyntheticPeer:
         if not await self._wait_match(client, rnd):
             return
         await self._run_call(client, rnd)
+        await self._report(client, rnd)  # before next: the room must still be its last
         if not self.dialect.presses_next(self, rnd):
             return
         # round 2: skip this partner; a new, different, verified partner must follow
@@ -154,6 +158,17 @@ class SyntheticPeer:
         if not await self._wait_match(client, rnd2):
             return
         await self._run_call(client, rnd2)
+
+    async def _report(self, client: SignalingClient, rnd: RoundRecord) -> None:
+        """Send this round's call-report once, when the server takes them; record what was sent."""
+        if rnd.call_report is not None or p.FEATURE_CALL_REPORT not in client.features:
+            return
+        report = report_for(rnd, relay_protocol(client.ice_servers))
+        if report is None:
+            return
+        with contextlib.suppress(*_CONNECT_ERRORS, ConnectionError):
+            await client.send_call_report(report)
+            rnd.call_report = report  # only once it went out: the cross-check counts it
 
     def _new_round(self, number: int, at: float) -> RoundRecord:
         rnd = RoundRecord(number=number, t_join=at)

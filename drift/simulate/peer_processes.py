@@ -89,7 +89,11 @@ def _worker_main(
 ) -> None:
     """Entry point of one worker process."""
     from drift import aio
+    from drift.harness.signals import ignore_signals
 
+    # The parent stops its workers (SIGTERM) when it is interrupted; a terminal's
+    # Ctrl-C, which reaches this process too, must not raise here.
+    ignore_signals()
     tune_gc()
     orders: list[int] = []
 
@@ -218,6 +222,12 @@ async def run_in_workers(spec: RunSpec, procs: int, on_tick: OnTick) -> Merged:
                 await asyncio.sleep(0.5)  # let a last pipe message arrive
                 if not finished.is_set():
                     finished.set()
+    except asyncio.CancelledError:
+        # Interrupted: stop the workers now rather than wait for their peers.
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        raise
     finally:
         for conn in pipes:
             with contextlib.suppress(OSError, ValueError):

@@ -11,6 +11,7 @@ import enum
 
 from msgspec import Struct
 
+from drift.core.protocol import CallReport
 from drift.turn.probe import TurnProblem
 
 
@@ -113,6 +114,8 @@ class RoundRecord(Struct, kw_only=True):
     t_early_relay: float | None = None  # a relay arrived before this round's matched
     failure: str | None = None  # what this side saw locally (a Failure value)
     detail: str | None = None
+    #: the call-report this side sent for this room (None: none sent)
+    call_report: CallReport | None = None
 
 
 class PeerRecord(Struct, kw_only=True):

@@ -8,6 +8,7 @@ the HTML page and the terminal table, so they cannot disagree.
 from __future__ import annotations
 
 import csv
+import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,6 +111,35 @@ def failure_examples(records: Sequence[PeerRecord]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+#: the per-address cap of a default ``drift serve`` (``--max-connections-per-ip``)
+DEFAULT_PER_ADDRESS_CAP = 20
+
+
+def refusal_hint(records: Sequence[PeerRecord]) -> str | None:
+    """Why peers were closed with 1013 before ``welcome``, and the flag that lifts it.
+
+    The server refuses a connection over one of its caps before it says welcome.
+    All synthetic peers connect from one address, so against a server run with its
+    defaults the per-address cap is the usual cause.
+    """
+    refused = sum(
+        1
+        for rec in records
+        if rec.failure_detail
+        and "before welcome" in rec.failure_detail
+        and "code 1013" in rec.failure_detail
+    )
+    if not refused:
+        return None
+    return (
+        f"{refused} peer(s) refused before welcome (close 1013): the server is at a "
+        "connection cap. Every synthetic peer connects from this machine's one address, "
+        f"and a default drift serve accepts {DEFAULT_PER_ADDRESS_CAP} connections per "
+        "address: run the server with --max-connections-per-ip 0 (or raise "
+        "--max-connections), or lower --peers"
+    )
+
+
 def summarize_run(
     verdict: Verdict,
     *,
@@ -137,6 +167,7 @@ def summarize_run(
         "failures": {k: v for k, v in sorted(verdict.failures.items())},
         "failure_examples": failure_examples(records),
         "run_failures": list(verdict.run_failures),
+        "hints": [hint for hint in (refusal_hint(records),) if hint],
         "rooms": len(verdict.rooms),
         "verified_pairs": verdict.verified_pairs,
         "next_pressed": sum(1 for r in records for rnd in r.rounds if rnd.pressed_next),
@@ -191,6 +222,8 @@ def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
     console.print(outcomes)
     for kind, detail in summary.get("failure_examples", {}).items():
         console.print(f"[red]{escape(kind)}[/], e.g.: {escape(detail)}", highlight=False)
+    for hint in summary.get("hints", []):
+        console.print(f"[yellow]likely cause:[/] {escape(hint)}", highlight=False)
 
     lat = Table(title="latency (ms)", header_style="bold")
     for col in ("", "count", "p50", "p95", "p99", "max"):
@@ -331,7 +364,7 @@ def write_junit_report(path: Path, summary: Mapping[str, Any], verdict: Verdict)
         "verdict": summary["verdict"],
         "target": ", ".join(summary["target"].get("urls", [])),
     }
-    write_junit(path, "drift simulate", cases, props)
+    write_junit(path, "drift simulate", cases, props, wall_s=summary["wall_s"])
 
 
 def timeline(
@@ -442,6 +475,9 @@ def write_html(path: Path, summary: Mapping[str, Any], verdict: Verdict) -> None
                 + table_html(["room (first 200)", "side", "side"], per_room),
             )
         )
+    if summary.get("hints"):
+        hints = "".join(f"<p>{html.escape(h)}</p>" for h in summary["hints"])
+        sections.insert(1, Section("Likely cause", hints))
     failing = [r for r in verdict.peers if r.outcome == Outcome.FAILED][:100]
     if failing:
         sections.append(

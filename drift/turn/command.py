@@ -10,9 +10,11 @@ server refused (credentials, quota, ports), 3 when one could not be reached.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
+from drift.cli import set_summary
 from drift.errors import CheckFailed, ConfigError, TargetUnreachable
 from drift.serve.turn_credentials import IceServerSource
 from drift.turn.probe import (
@@ -35,6 +37,20 @@ async def check_all(
         assert target is not None  # every URL was validated before
         results.append(await allocate_once(target, timeout=timeout))
     return results
+
+
+def result_json(result: ProbeResult) -> dict[str, Any]:
+    """One server's outcome, for ``--json`` (monitoring scripts read it)."""
+    return {
+        "url": result.target.url,
+        "ok": result.ok,
+        "problem": result.problem.value if result.problem is not None else None,
+        "detail": result.detail,
+        "relayed": list(result.relayed) if result.relayed else None,
+        "mapped": list(result.mapped) if result.mapped else None,
+        "lifetime_s": result.lifetime,
+        "elapsed_ms": round(result.elapsed_ms, 1),
+    }
 
 
 @click.command("turn-check")
@@ -93,6 +109,7 @@ def turn_check(
 
     results = aio.run(check_all(urls, secret, ttl, peer_id, timeout))
     assert isinstance(results, list)
+    set_summary({"ok": all(r.ok for r in results), "servers": [result_json(r) for r in results]})
     worst: TurnProblem | None = None
     failed: list[str] = []
     for res in results:

@@ -67,3 +67,29 @@ def test_bench_tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert server["drift"]["latency"]["latency_s"]["count"] > 0
     text = doc.read_text()
     assert "## Server" in text and "## Redis backend" in text and "| figure |" in text
+
+
+def test_a_missed_target_exits_1_after_writing_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's exit-code table: 1 when the run completed and a check failed."""
+    from drift.bench.results import Outcome
+    from drift.bench.suites import run_all
+    from drift.cli import main
+
+    def fake(rows: list[Row]) -> object:
+        return lambda harness: Outcome(rows=rows)
+
+    monkeypatch.setenv("DRIFT_REPORTS_DIR", str(tmp_path / "reports"))
+    missed = Row("memory per connection", "KB", [13.0], "bare", [10.0], target=1.2)
+    met = Row("match latency", "ms", [10.0], "bare", [10.0], target=1.2)
+    monkeypatch.setattr(run_all, "load", lambda name: fake([missed]))
+    result = CliRunner().invoke(main, ["bench", "--only", "server", "--no-docs"])
+    assert result.exit_code == 1, result.output
+    assert "1 target(s) missed: memory per connection (1.30x" in result.output
+    (report,) = (tmp_path / "reports").glob("*-bench/bench.json")
+    assert json.loads(report.read_text())["rows"][0]["name"] == "memory per connection"
+
+    monkeypatch.setattr(run_all, "load", lambda name: fake([met]))
+    result = CliRunner().invoke(main, ["bench", "--only", "server", "--no-docs"])
+    assert result.exit_code == 0, result.output

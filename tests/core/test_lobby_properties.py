@@ -319,6 +319,9 @@ class ModelPeer:
     stamp: float = 0.0
     strikes: float = 0.0
     strikes_at: float = 0.0
+    # call-report: the room it may report on (its current or last), and whether it did
+    report_room: str | None = None
+    reported: bool = False
 
 
 @dataclass
@@ -368,6 +371,7 @@ class LobbyMachine(RuleBasedStateMachine):
         self.cooldowns: dict[frozenset[str], float] = {}
         self.per_addr: Counter[str] = Counter()
         self.matches = 0
+        self.call_reports = 0  # reports the core must have counted
         self.room_ids: list[str] = []
         self.ids_used = 0  # room ids of room_ids the model has accounted for
         self.next_peer = 0
@@ -460,7 +464,14 @@ class LobbyMachine(RuleBasedStateMachine):
             for s in ice or []
         ]
         expected.add(
-            peer_id, {"type": "welcome", "protocol": 1, "peerId": peer_id, "iceServers": servers}
+            peer_id,
+            {
+                "type": "welcome",
+                "protocol": 1,
+                "peerId": peer_id,
+                "iceServers": servers,
+                "features": ["call-report"],
+            },
         )
         self._check(effects, expected, "connect")
         self.peers[peer_id] = ModelPeer(
@@ -588,6 +599,28 @@ class LobbyMachine(RuleBasedStateMachine):
         """Relays from matched peers, so that relaying is exercised often."""
         matched = sorted(pid for pid, peer in self.peers.items() if peer.state == "matched")
         self._frame(data.draw(st.sampled_from(matched)), frame, "relay")
+
+    @precondition(live)
+    @rule(data=st.data(), connected=st.booleans())
+    def call_report(self, data: st.DataObject, connected: bool) -> None:
+        """A valid call-report, for the peer's own room, another room, or none."""
+        peer_id = self._pick(data)
+        own = self.peers[peer_id].report_room
+        room_id = data.draw(
+            st.sampled_from(sorted({own or "nowhere", *self.room_ids[-3:], "nowhere"})),
+            label="roomId",
+        )
+        if connected:
+            msg = p.CallReport(
+                roomId=room_id,
+                outcome="connected",
+                connectMs=data.draw(st.integers(0, p.MAX_CONNECT_MS), label="connectMs"),
+                localCandidate="host",
+                remoteCandidate="srflx",
+            )
+        else:
+            msg = p.CallReport(roomId=room_id, outcome="failed", layer="dtls")
+        self._frame(peer_id, p.encode_client(msg), "call-report")
 
     @precondition(live)
     @rule(data=st.data(), bad=malformed_frames(), as_str=st.booleans())
@@ -772,6 +805,15 @@ class LobbyMachine(RuleBasedStateMachine):
                 expected.add(peer.id, WAITING)
             else:
                 expected.add(peer.id, _error("invalid-state"))
+        elif kind == "call-report":
+            # Only for the current or last room, once per side (docs/protocol.md).
+            if json.loads(frame)["roomId"] == peer.report_room and not peer.reported:
+                peer.reported = True
+                if Fault.DROP_CALL_REPORTS not in self.cfg.faults:
+                    self.call_reports += 1
+                event("call-report taken")
+            else:
+                expected.add(peer.id, _error("invalid-state"))
         elif peer.state == "idle":  # leave
             expected.add(peer.id, _error("invalid-state"))
         else:
@@ -830,6 +872,7 @@ class LobbyMachine(RuleBasedStateMachine):
         for member in (newcomer, waited):
             member.state = "matched"
             member.room = room_id
+            member.report_room, member.reported = room_id, False
         self.matches += 1
         expected.add(newcomer.id, {"type": "matched", "role": "offerer", "roomId": room_id})
         expected.add(waited.id, {"type": "matched", "role": "answerer", "roomId": room_id})
@@ -885,6 +928,21 @@ class LobbyMachine(RuleBasedStateMachine):
                 raise InvariantViolation(f"{what}: {peer_id} got {frames!r}, expected {want!r}")
 
     # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def call_reports_are_counted_once(self) -> None:
+        if self.lobby is None:
+            return
+        nodes = getattr(self.lobby, "nodes", None)
+        lobbies = list(nodes.values()) if isinstance(nodes, dict) else [self.lobby]
+        counted = sum(
+            lobby.calls.stats.connected + sum(lobby.calls.stats.failed.values())
+            for lobby in lobbies
+        )
+        if counted != self.call_reports:
+            raise InvariantViolation(
+                f"core counted {counted} call reports, model {self.call_reports}"
+            )
 
     @invariant()
     def core_agrees_with_model(self) -> None:

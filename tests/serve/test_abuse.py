@@ -290,7 +290,7 @@ async def open_sockets(port: int, count: int, payload: bytes = b"") -> list[sock
 async def test_sockets_that_never_finish_a_request_are_capped_and_given_a_deadline(
     make_server: MakeServer, payload: bytes
 ) -> None:
-    server = await make_server(upgrade_timeout=0.5, max_connections_per_ip=5)
+    server = await make_server(upgrade_timeout=1.0, max_connections_per_ip=5)
     socks = await open_sockets(server.port, 12, payload)
     try:
         # Over the per-address cap: dropped at once (an honest address still gets in).
@@ -300,7 +300,7 @@ async def test_sockets_that_never_finish_a_request_are_capped_and_given_a_deadli
             http.get(server.url + "/healthz") as resp,
         ):
             assert resp.status == 200
-        await until(lambda: sum(map(is_open, socks)) == 5, timeout=0.4)
+        await until(lambda: sum(map(is_open, socks)) == 5, timeout=0.8)
         # The rest: at the upgrade deadline.
         await until(lambda: not any(map(is_open, socks)))
         assert server.gate is not None

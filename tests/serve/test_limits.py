@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from drift.client import urls
 from drift.core.lobby import Close, Lobby, LobbyConfig, Send, State
@@ -87,6 +88,24 @@ async def test_per_ip_cap_uses_the_rightmost_forwarded_for_with_trust_proxy(
     assert server.lobby.connections == 3
     for client in (a, b, c):
         await client.close()
+
+
+async def test_forwarded_for_sent_as_several_lines_is_one_list(make_server: MakeServer) -> None:
+    """RFC 9110 5.3: header lines of one name join, in order, into one list; the
+    rightmost entry (our proxy's) counts, however the client split the rest."""
+    server = await make_server(max_connections_per_ip=1, trust_proxy=True)
+    url = ws_url(server)
+
+    def lines(*values: str) -> CIMultiDict[str]:
+        return CIMultiDict(("X-Forwarded-For", v) for v in values)
+
+    first = await WsClient.connect(url, headers=lines("192.0.2.1", "10.0.0.1"))
+    assert await refused_before_welcome(url, lines("192.0.2.2", "10.0.0.1")) == 1013
+    assert await refused_before_welcome(url, lines("10.0.0.7", "10.0.0.1")) == 1013
+    second = await WsClient.connect(url, headers=lines("10.0.0.1", "10.0.0.2"))
+    assert server.lobby.connections == 2
+    await first.close()
+    await second.close()
 
 
 async def test_per_ip_cap_zero_means_no_cap(make_server: MakeServer) -> None:

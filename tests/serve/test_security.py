@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -196,6 +197,35 @@ async def test_security_headers_on_every_http_answer(make_server: MakeServer) ->
     assert answers[:7] == [200] * 7
     assert answers[7:9] == [404, 404]
     assert answers[9] >= 400 and answers[10] == 405
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /<script>MARKER</script> HTTP/1.1\x01\r\n\r\n",  # bad request line
+        b"GET / HTTP/1.1\r\nX-Big: " + b"MARKER" * 3000 + b"\r\n\r\n",  # header too long
+        b"GET / HTTP/1.1\r\n" + b"X-MARKER: 1\r\n" * 200 + b"\r\n",  # too many headers
+        b"MARKER / HTTP/1.1\r\n\r\n",  # not a method
+    ],
+    ids=["request-line", "long-header", "many-headers", "bad-method"],
+)
+async def test_the_http_parsers_own_errors_carry_the_headers_and_echo_nothing(
+    make_server: MakeServer, request_bytes: bytes
+) -> None:
+    server = await make_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(request_bytes)
+    async with asyncio.timeout(TIMEOUT):
+        answer = await reader.read(1 << 20)
+        while chunk := await reader.read(1 << 20):
+            answer += chunk
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    assert status_line.split()[1] == "400", status_line
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    assert_security_headers(headers, status_line)
+    assert b"MARKER" not in body and b"script" not in body, body[:200]
 
 
 async def test_the_page_itself_has_no_inline_script(make_server: MakeServer) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from pathlib import Path
 
+import psutil
 import pytest
 
 from drift.core.lobby import Fault
+from drift.exitcodes import ExitCode
+from drift.harness.redis import RedisServer
+from drift.harness.serve import AsyncServeProcess
+from drift.harness.waiting import until
 from drift.serve.command import config_argv, config_env, serve, server_config
 from drift.serve.config import ServerConfig
-from drift.serve.workers import worker_configs
+from drift.serve.workers import DEATH_WINDOW, MAX_DEATHS, worker_configs
 from tests.conftest import StartServe
 from tests.support.wsclient import TIMEOUT, WsClient
 
@@ -82,3 +89,73 @@ async def test_workers_get_the_settings_of_a_serve_invoked_from_python(
     # The parent passes SIGTERM on; every worker drains and exits 0.
     proc.signal(signal.SIGTERM)
     assert await proc.wait(TIMEOUT * 3) == 0, proc.output()
+
+
+# ---------------------------------------------------------------- supervision
+
+
+def workers_of(proc: AsyncServeProcess) -> list[psutil.Process]:
+    """The live ``drift serve`` worker processes under the parent."""
+    return [
+        child
+        for child in psutil.Process(proc.pid).children()
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def events(proc: AsyncServeProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in proc.stderr if line.startswith("{")]
+
+
+def logged(proc: AsyncServeProcess, event: str) -> list[dict[str, object]]:
+    return [e for e in events(proc) if e["event"] == event]
+
+
+async def start_workers(drift_serve: StartServe, redis: str) -> AsyncServeProcess:
+    return await drift_serve(
+        "--workers", "2", "--redis", redis, "--log-format", "json", "--log-level", "warning"
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_is_logged_and_replaced_by_one_that_serves(
+    redis_url: str, drift_serve: StartServe
+) -> None:
+    proc = await start_workers(drift_serve, redis_url)
+    first, second = workers_of(proc)
+    first.kill()
+    await until(lambda: logged(proc, "worker_restarted"), TIMEOUT * 3)
+    (died,) = logged(proc, "worker_died")
+    assert died["pid"] == first.pid and died["exit_code"] == -signal.SIGKILL
+    assert died["restart_in_s"] == 0.5
+    replacement = next(p for p in workers_of(proc) if p.pid not in (first.pid, second.pid))
+    # With the other original gone too, only replacements are left to answer.
+    second.kill()
+    await until(lambda: len(logged(proc, "worker_restarted")) == 2, TIMEOUT * 3)
+    assert replacement.is_running()
+    client = await WsClient.connect(proc.ws_url)
+    await client.send({"type": "join"})
+    await client.expect("waiting")
+    await client.close()
+    survivors = workers_of(proc)
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait(TIMEOUT * 3) == 0, proc.output()
+    psutil.wait_procs(survivors, timeout=TIMEOUT)
+    assert not [p for p in survivors if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert "Traceback" not in proc.output()
+
+
+@pytest.mark.slow
+async def test_a_worker_that_keeps_dying_ends_the_server_with_its_exit_code(
+    tmp_path: Path, drift_serve: StartServe
+) -> None:
+    """Redis gone: every restarted worker dies at start-up, five deaths end the server (4)."""
+    with RedisServer(tmp_path) as redis:
+        proc = await start_workers(drift_serve, redis.url)
+    # redis is stopped now: kill one worker, its replacements cannot start
+    workers_of(proc)[0].kill()
+    code = await proc.wait(DEATH_WINDOW)
+    assert code == ExitCode.WORKERS_FAILING == 4, proc.output()
+    assert len(logged(proc, "worker_died")) >= MAX_DEATHS
+    (failing,) = logged(proc, "workers_failing")
+    assert failing["exit_code"] == 4

@@ -41,6 +41,8 @@ MODULES: dict[str, str] = {
     "load": "drift.bench.suites.loadtest_capacity",
     # Not in a default run: needs root, nftables and coturn (``--only network``).
     "network": "drift.bench.suites.network",
+    # Not in a default run: six attacks, a few seconds each (``--only abuse``).
+    "abuse": "drift.bench.suites.abuse",
 }
 SIMULATE_SCRIPT = Path(__file__).with_name("simulate_overhead.py")
 

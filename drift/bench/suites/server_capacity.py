@@ -8,7 +8,10 @@
 * match latency: join->matched at a fixed join rate, vs a WebSocket echo round
   trip at the same rate;
 * event loop: the relay and latency figures again with plain asyncio instead of
-  uvloop.
+  uvloop;
+* peerjs-server (npm ``peer``, Node; :mod:`drift.bench.suites.peerjs`): memory per
+  connection and relay CPU against the server most demos start from, when
+  node and npm are present (otherwise the section says why it was skipped).
 
 Repetitions are interleaved (drift, baseline, drift, baseline...) so that load
 from other work on the machine hits both alike; the table shows medians.
@@ -20,12 +23,14 @@ runs it with the others).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from drift.bench.loadgen import run_loadgen
 from drift.bench.results import Outcome, Row, Section, fmt_latency
 from drift.bench.runner import Bench
 from drift.bench.servers import DRIFT_FLAGS, bare_server, drift_server
+from drift.bench.suites import peerjs
 from drift.harness.serve import ServeProcess
 
 KB = 1000.0
@@ -95,7 +100,10 @@ def _echo(bench: Bench, server: ServeProcess) -> dict[str, Any]:
 def run(bench: Bench) -> Outcome:
     sizes = bench.sizes
     logs = bench.log_dir
-    bench.begin("server capacity", sizes.reps * 6)
+    node = peerjs.install()
+    if isinstance(node, str):
+        bench.log(f"[yellow]peerjs baseline skipped: {node}[/]")
+    bench.begin("server capacity", sizes.reps * (6 if isinstance(node, str) else 8))
     reps: list[dict[str, Any]] = []
     for rep in range(1, sizes.reps + 1):
         r: dict[str, Any] = {}
@@ -114,9 +122,53 @@ def run(bench: Bench) -> Outcome:
         with bench.step(f"rep {rep}: drift relay + joins on plain asyncio"):
             server = drift_server(f"drift-asyncio-{rep}", logs, uvloop=False)
             r["drift_asyncio"] = _relay_and_latency(bench, server, True)
+        if isinstance(node, Path):
+            _peerjs_rep(bench, node, rep, r)
         reps.append(r)
     rows = _rows(reps, sizes.join_rate)
-    return Outcome(rows=rows, sections=[_section(bench, reps, rows)], raw={"repetitions": reps})
+    if isinstance(node, Path):
+        rows += _peerjs_rows(reps)
+    skipped = node if isinstance(node, str) else None
+    return Outcome(
+        rows=rows,
+        sections=[_section(bench, reps, rows, skipped)],
+        raw={"repetitions": reps, "peerjs": skipped or f"peer@{peerjs.VERSION}"},
+    )
+
+
+def _peerjs_rep(bench: Bench, script: Path, rep: int, r: dict[str, Any]) -> None:
+    sizes = bench.sizes
+    n = sizes.hold_connections
+    with bench.step(f"rep {rep}: peerjs-server holds {n:,} connections"):
+        spec = {"scenario": "hold", "connections": n}
+        r["peerjs_hold"] = peerjs.measure(script, bench.log_dir, f"peerjs-hold-{rep}", spec)
+    with bench.step(f"rep {rep}: peerjs-server relay"):
+        spec = {"scenario": "relay", "pairs": sizes.relay_pairs, "messages": sizes.relay_messages}
+        r["peerjs_relay"] = peerjs.measure(script, bench.log_dir, f"peerjs-{rep}", spec)
+
+
+def _peerjs_rows(reps: list[dict[str, Any]]) -> list[Row]:
+    name = f"peerjs-server {peerjs.VERSION} (Node)"
+    return [
+        Row(
+            "memory per connection vs peerjs-server",
+            "KB",
+            [r["drift_hold"]["rss_per_connection"] / KB for r in reps],
+            name,
+            [r["peerjs_hold"]["rss_per_connection"] / KB for r in reps],
+            target=1.0,
+            digits=1,
+        ),
+        Row(
+            "relay CPU per 1,000 ~1 KB frames vs peerjs-server",
+            "ms",
+            [r["drift"]["relay"]["cpu_s_per_1000"] * 1000 for r in reps],
+            name,
+            [r["peerjs_relay"]["cpu_s_per_1000"] * 1000 for r in reps],
+            target=1.0,
+            digits=1,
+        ),
+    ]
 
 
 def _rows(reps: list[dict[str, Any]], rate: float) -> list[Row]:
@@ -193,11 +245,14 @@ def _rows(reps: list[dict[str, Any]], rate: float) -> list[Row]:
     ]
 
 
-def _section(bench: Bench, reps: list[dict[str, Any]], rows: list[Row]) -> Section:
+def _section(
+    bench: Bench, reps: list[dict[str, Any]], rows: list[Row], peerjs_skipped: str | None
+) -> Section:
     sizes = bench.sizes
     lines = [
-        "Run: `drift bench` (everything, about four minutes here), `drift bench --quick`, "
-        "`drift bench --only server`; `python -m drift.bench.suites.profile_server` for profiles.",
+        "Run: `drift bench` (everything; how long it took is stated above the table), "
+        "`drift bench --quick`, `drift bench --only server`; "
+        "`python3 -m drift.bench.suites.profile_server` for profiles.",
         "",
         "Every drift server under test is `drift serve --host 127.0.0.1 --port 0 "
         + " ".join(DRIFT_FLAGS)
@@ -211,7 +266,7 @@ def _section(bench: Bench, reps: list[dict[str, Any]], rows: list[Row]) -> Secti
         "whoever waits. No validation, rate limit, heartbeat, logs or metrics. Its "
         "`--mode echo` sends every frame back unparsed.",
         "",
-        "The load client (`python -m drift.bench.loadgen`, aiohttp on uvloop) is a separate "
+        "The load client (`python3 -m drift.bench.loadgen`, aiohttp on uvloop) is a separate "
         "process from the server, so each holds its own sockets (the 20,000 descriptor "
         "limit per process) and the server's CPU and RSS are its own "
         "(`/proc/<pid>` via psutil, read by the client at its phase boundaries).",
@@ -248,6 +303,26 @@ def _section(bench: Bench, reps: list[dict[str, Any]], rows: list[Row]) -> Secti
             f"| {fmt_latency(r['drift_asyncio']['latency']['latency_s'])} "
             f"| {fmt_latency(r['echo']['latency_s'])} |"
         )
+    lines.append("")
+    if peerjs_skipped is not None:
+        lines.append(f"peerjs-server baseline: **skipped** ({peerjs_skipped}).")
+    else:
+        lines += [
+            f"peerjs-server {peerjs.VERSION} (npm `peer`, installed by the bench under "
+            "`reports/.cache/peerjs`), `--concurrent_limit 20000`, on Node "
+            f"{peerjs.node_version()}. It has no rooms: "
+            "every held connection is idle after `OPEN` (half of drift's are matched). Relay: "
+            "the same pairs and counts, ~1 KB `OFFER`/`ANSWER` frames with `dst`.",
+            "",
+            "| rep | peerjs KB/conn | peerjs upgrades/s | peerjs ms/1k frames |",
+            "|---|---|---|---|",
+        ]
+        for i, r in enumerate(reps, 1):
+            lines.append(
+                f"| {i} | {r['peerjs_hold']['rss_per_connection'] / KB:.1f} "
+                f"| {r['peerjs_hold']['upgrades_per_s']:,.0f} "
+                f"| {r['peerjs_relay']['cpu_s_per_1000'] * 1000:.1f} |"
+            )
     return Section("Server", "\n".join(lines))
 
 

@@ -1,173 +1,313 @@
-"""Benchmark: ``drift simulate --peers 500`` against a bare aiortc loop, in the same run.
+"""``drift simulate`` against a bare aiortc process, both timed as whole processes.
 
-    python -m drift.bench.suites.simulate_overhead [--reps 3] [--peers 500] [--big]
+Every figure compares what a user would time: a fresh ``python -m drift
+simulate ...`` process (interpreter start, imports, the embedded server, the
+fork server and its workers, verification, the four report files) against a
+fresh ``python drift/bench/suites/bare_loop.py --pairs N/2`` process (aiortc
+imported, ``N/2`` pairs connected with a data channel, no signaling). Wall time
+is taken from outside; CPU time is user + system of the whole process tree:
+this process becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``), so the
+fork server and workers that outlive their parent are reaped here and their
+CPU counted too. Repetitions alternate bare, README command, one-process
+command, so load from other work hits all alike; the table shows medians.
 
-Both sides run on the same event loop implementation (uvloop when installed,
-as the CLI does) and both keep ICE on 127.0.0.1; the bare loop is also timed on
-plain asyncio (what a bare script gets by default) and reported beside it. The baseline connects
-``peers / 2`` in-process pairs with a data channel and no signaling at all;
-simulate's figure is the wall time of the whole command body (embedded server
-start, preflight, 500 WebSocket peers, trickle signaling, verification,
-reports), measured in-process so both exclude interpreter start and imports.
-The CLI's own wall time (a fresh ``python -m drift simulate`` process) is
-measured too and reported beside it. Medians of ``--reps`` alternating runs;
-the result goes to ``reports/<timestamp>-bench-simulate/simulate_overhead.json``.
+Figures:
 
-``--big`` also runs ``drift simulate --peers 5000 --procs 2 --media-fraction 0``
-once and records its verdict and peak memory per peer.
+* the README's ``drift simulate --peers 500`` (default ``--procs``, 2 % media
+  sample) wall time vs the bare process's (target <= 1.25x);
+* CPU per verified pair of ``drift simulate --peers 500 --procs 1
+  --media-fraction 0`` vs the bare process's CPU per pair (target <= 1.25x);
+* a full run also measures scale once each: verified peers per second at
+  ``--peers 10000 --media-fraction 0`` (target >= 600/s) and peak memory per
+  peer with 10,000 peers held in live calls (``--hold 30 --concurrency 5000``,
+  target <= 0.2 MiB), after raising this process's descriptor limit to its
+  hard limit (inherited by the runs; the limit is in the raw data).
+
+Run alone: ``python -m drift.bench.suites.simulate_overhead [--quick]``
+(``drift bench --only simulate``); run it inside ``scripts/loopback-only``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import ctypes
 import json
 import os
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from rich.console import Console
-
-from drift import aio
-from drift.bench.suites.bare_loop import bare_loop
+from drift.bench.results import Outcome, Row, Section
+from drift.bench.runner import Bench
 from drift.harness.env import child_env
-from drift.report.paths import run_dir
-from drift.simulate.command import Settings, auto_procs, simulate_run
 
-#: The issue's target: simulate may take at most this multiple of the bare loop.
-TARGET_RATIO = 1.25
+#: The issue's target: simulate may take at most this multiple of the bare process.
+TARGET_RATIO: Final = 1.25
+#: Scale targets on a 2-core machine (absolute: no baseline process can do this run).
+TARGET_PEERS_PER_S: Final = 600.0
+TARGET_MIB_PER_PEER: Final = 0.2
+BARE_SCRIPT: Final = Path(__file__).with_name("bare_loop.py")
+_PR_SET_CHILD_SUBREAPER: Final = 36
 
 
-def simulate_once(peers: int, folder: Path) -> tuple[float, dict[str, Any]]:
-    # The command's own default for --procs, as `drift simulate --peers N` runs it.
-    settings = Settings(
-        peers=peers, media_fraction=0.0, live=False, report_dir=folder, procs=auto_procs(peers)
-    )
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One whole process, timed from outside."""
+
+    wall_s: float
+    #: user + system CPU of the process and every descendant
+    cpu_s: float
+    code: int
+    stdout: str
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (the fork server), so their CPU reaches RUSAGE_CHILDREN."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def raise_descriptor_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def _reap_orphans() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def timed_process(argv: list[str], timeout: float = 600.0) -> Timed:
+    """Run ``argv`` to its end; wall time, and CPU of its whole process tree."""
+    _reap_orphans()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = aio.run(simulate_run(settings, Console(quiet=True)))
-    wall = time.perf_counter() - started
-    return wall, result.summary
-
-
-def cli_once(argv: list[str], folder: Path) -> tuple[float, int, dict[str, Any]]:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "drift",
-            "simulate",
-            "--no-live",
-            "--report-dir",
-            str(folder),
-            *argv,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    done = subprocess.run(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         env=child_env(),
+        timeout=timeout,
         check=False,
     )
     wall = time.perf_counter() - started
+    _reap_orphans()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(wall, cpu, done.returncode, done.stdout.decode(errors="replace"))
+
+
+def bare(pairs: int) -> Timed:
+    return timed_process([sys.executable, str(BARE_SCRIPT), "--pairs", str(pairs)])
+
+
+def simulate(folder: Path, *argv: str) -> tuple[Timed, dict[str, Any]]:
+    """``python -m drift simulate --no-live --report-dir FOLDER *argv`` and its summary."""
+    command = [sys.executable, "-m", "drift", "simulate", "--no-live", "--report-dir", str(folder)]
+    timed = timed_process([*command, *argv])
     summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    if proc.returncode not in (0, 1):
-        print(proc.stderr, file=sys.stderr)
-    return wall, proc.returncode, summary
+    summary: dict[str, Any] = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    return timed, summary
+
+
+def _check(bench: Bench, what: str, timed: Timed, summary: dict[str, Any]) -> None:
+    if timed.code != 0 or summary.get("verdict") != "pass":
+        bench.log(f"[red]{what}: exit {timed.code}, verdict {summary.get('verdict')}[/]")
+        bench.log(timed.stdout[-2000:])
+
+
+def run(bench: Bench) -> Outcome:
+    reps = bench.sizes.reps
+    peers = 500 if not bench.quick else 100
+    pairs = peers // 2
+    scale = not bench.quick
+    subreaper = become_subreaper()
+    nofile = raise_descriptor_limit()
+    bench.begin("simulate overhead", reps * 3 + (2 if scale else 0))
+    raw: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="drift-bench-sim-") as tmp:
+        for rep in range(1, reps + 1):
+            r: dict[str, Any] = {}
+            with bench.step(f"rep {rep}: bare aiortc process, {pairs} pairs"):
+                b = bare(pairs)
+                r["bare"] = {"wall_s": b.wall_s, "cpu_s": b.cpu_s, "code": b.code}
+            with bench.step(f"rep {rep}: drift simulate --peers {peers}"):
+                t, s = simulate(Path(tmp) / f"readme{rep}", "--peers", str(peers))
+                _check(bench, "README command", t, s)
+                r["readme"] = _record(t, s)
+            with bench.step(f"rep {rep}: drift simulate --peers {peers} --procs 1, no media"):
+                t, s = simulate(
+                    Path(tmp) / f"one{rep}",
+                    *("--peers", str(peers), "--procs", "1", "--media-fraction", "0"),
+                )
+                _check(bench, "--procs 1", t, s)
+                r["one_process"] = _record(t, s)
+            raw.append(r)
+        big: dict[str, Any] = {}
+        if scale:
+            with bench.step("drift simulate --peers 10000 --media-fraction 0"):
+                t, s = simulate(Path(tmp) / "rate", "--peers", "10000", "--media-fraction", "0")
+                _check(bench, "10,000 peers", t, s)
+                big["rate"] = _record(t, s)
+            with bench.step("drift simulate --peers 10000 --hold 30 --concurrency 5000"):
+                t, s = simulate(
+                    Path(tmp) / "hold",
+                    *("--peers", "10000", "--hold", "30", "--concurrency", "5000"),
+                    *("--media-fraction", "0"),
+                )
+                _check(bench, "10,000 held peers", t, s)
+                big["hold"] = _record(t, s)
+    rows = _rows(raw, big, peers)
+    context = {"subreaper": subreaper, "rlimit_nofile": nofile, "peers": peers}
+    return Outcome(
+        rows=rows,
+        sections=[_section(raw, big, peers, context)],
+        raw={**context, "repetitions": raw, "scale": big},
+    )
+
+
+def _record(timed: Timed, summary: dict[str, Any]) -> dict[str, Any]:
+    rss = summary.get("peak_rss_bytes", {})
+    return {
+        "wall_s": timed.wall_s,
+        "cpu_s": timed.cpu_s,
+        "code": timed.code,
+        "verdict": summary.get("verdict"),
+        "peers": summary.get("peers"),
+        "verified_pairs": summary.get("verified_pairs", 0),
+        "media_pairs_verified": summary.get("media_pairs_verified", 0),
+        "peer_phase_s": summary.get("wall_s"),
+        "peers_per_s": summary.get("peers_per_s"),
+        "per_peer_mib": rss.get("per_peer", 0) / 2**20,
+        "workers_rss_bytes": rss.get("workers"),
+        "server_rss_bytes": rss.get("server"),
+    }
+
+
+def _per_pair_ms(cpu_s: float, pairs: int) -> float:
+    return cpu_s * 1000 / pairs if pairs else float("nan")
+
+
+def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Row]:
+    pairs = peers // 2
+    bare_name = f"bare aiortc process, {pairs} pairs"
+    rows = [
+        Row(
+            f"`drift simulate --peers {peers}` whole process wall (default procs, 2 % media)",
+            "s",
+            [r["readme"]["wall_s"] for r in raw],
+            bare_name,
+            [r["bare"]["wall_s"] for r in raw],
+            target=TARGET_RATIO,
+        ),
+        Row(
+            f"CPU per verified pair, `--peers {peers} --procs 1 --media-fraction 0` "
+            "(whole process tree)",
+            "ms",
+            [
+                _per_pair_ms(r["one_process"]["cpu_s"], r["one_process"]["verified_pairs"])
+                for r in raw
+            ],
+            bare_name,
+            [_per_pair_ms(r["bare"]["cpu_s"], pairs) for r in raw],
+            target=TARGET_RATIO,
+        ),
+        Row(
+            f"`drift simulate --peers {peers} --procs 1 --media-fraction 0` whole process wall",
+            "s",
+            [r["one_process"]["wall_s"] for r in raw],
+            bare_name,
+            [r["bare"]["wall_s"] for r in raw],
+        ),
+    ]
+    if "rate" in big:
+        rate = big["rate"]
+        rows.append(
+            Row(
+                "verified peers/s, `--peers 10000 --media-fraction 0` (one run)",
+                "/s",
+                [2 * rate["verified_pairs"] / rate["peer_phase_s"] if rate["peer_phase_s"] else 0],
+                "target",
+                [TARGET_PEERS_PER_S],
+                target=1.0,
+                higher_is_better=True,
+                digits=0,
+            )
+        )
+    if "hold" in big:
+        hold = big["hold"]
+        rows.append(
+            Row(
+                "peak MiB per peer, 10,000 peers held (`--hold 30 --concurrency 5000`, one run)",
+                "MiB",
+                [hold["per_peer_mib"]],
+                "target",
+                [TARGET_MIB_PER_PEER],
+                target=1.0,
+                note=f"{hold['verified_pairs']} pairs verified",
+                digits=3,
+            )
+        )
+    return rows
+
+
+def _section(
+    raw: list[dict[str, Any]], big: dict[str, Any], peers: int, context: dict[str, Any]
+) -> Section:
+    lines = [
+        "Run: `drift bench --only simulate` (inside `scripts/loopback-only`). Whole processes "
+        f"timed from outside, alternating in each repetition: `{BARE_SCRIPT.name} --pairs "
+        f"{peers // 2}` (aiortc, one process, no signaling, loopback candidates, uvloop), "
+        f"`drift simulate --peers {peers}` (the README's command) and `drift simulate --peers "
+        f"{peers} --procs 1 --media-fraction 0`. CPU is user + system of the whole process "
+        "tree (embedded server, fork server and workers included; this process is their "
+        f"child subreaper: {context['subreaper']}). Descriptor limit of the runs: "
+        f"{context['rlimit_nofile']:,} (raised to the hard limit by the bench).",
+        "",
+        "| rep | bare wall / CPU | README command wall / CPU (verified pairs, media) "
+        "| --procs 1 wall / CPU (verified pairs) |",
+        "|---|---|---|---|",
+    ]
+    for i, r in enumerate(raw, 1):
+        b, m, o = r["bare"], r["readme"], r["one_process"]
+        lines.append(
+            f"| {i} | {b['wall_s']:.2f} / {b['cpu_s']:.2f} s "
+            f"| {m['wall_s']:.2f} / {m['cpu_s']:.2f} s ({m['verified_pairs']}, "
+            f"{m['media_pairs_verified']}) "
+            f"| {o['wall_s']:.2f} / {o['cpu_s']:.2f} s ({o['verified_pairs']}) |"
+        )
+    for key, label in (("rate", "10,000 peers, no media"), ("hold", "10,000 peers held 30 s")):
+        if key in big:
+            x = big[key]
+            lines.append("")
+            lines.append(
+                f"- {label}: verdict {x['verdict']}, {x['verified_pairs']} pairs verified, "
+                f"process wall {x['wall_s']:.1f} s (peer phase {x['peer_phase_s']} s), CPU "
+                f"{x['cpu_s']:.1f} s, peak {x['per_peer_mib']:.3f} MiB per peer (workers "
+                f"{x['workers_rss_bytes']}, server {x['server_rss_bytes']} bytes)."
+            )
+    return Section("Simulate (bench)", "\n".join(lines))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--peers", type=int, default=500)
-    parser.add_argument("--big", action="store_true", help="also run 5000 peers with --procs 2")
-    args = parser.parse_args()
-    pairs = args.peers // 2
-    bare: list[float] = []
-    bare_asyncio: list[float] = []
-    sim: list[float] = []
-    sim_peer_phase: list[float] = []
-    cli: list[float] = []
-    verified: list[int] = []
-    with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
-        for rep in range(args.reps):
-            bare.append(aio.run(bare_loop(pairs)))
-            bare_asyncio.append(asyncio.run(bare_loop(pairs)))
-            wall, summary = simulate_once(args.peers, Path(tmp) / f"sim{rep}")
-            sim.append(wall)
-            sim_peer_phase.append(float(summary["wall_s"]))
-            verified.append(int(summary["verified_pairs"]))
-            cli_wall, _, _ = cli_once(
-                ["--peers", str(args.peers), "--media-fraction", "0"], Path(tmp) / f"cli{rep}"
-            )
-            cli.append(cli_wall)
-            print(
-                f"rep {rep + 1}: bare {bare[-1]:.2f} s (plain asyncio {bare_asyncio[-1]:.2f} s), "
-                f"simulate {wall:.2f} s "
-                f"(peer phase {sim_peer_phase[-1]:.2f} s, {verified[-1]} pairs verified), "
-                f"CLI process {cli_wall:.2f} s",
-                flush=True,
-            )
-        big: dict[str, Any] | None = None
-        if args.big:
-            wall, code, summary = cli_once(
-                ["--peers", "5000", "--procs", "2", "--media-fraction", "0"], Path(tmp) / "big"
-            )
-            rss = summary.get("peak_rss_bytes", {})
-            big = {
-                "argv": "drift simulate --peers 5000 --procs 2 --media-fraction 0",
-                "exit_code": code,
-                "wall_s": round(wall, 2),
-                "peer_phase_s": summary.get("wall_s"),
-                "verified_pairs": summary.get("verified_pairs"),
-                "outcomes": summary.get("outcomes"),
-                "failures": summary.get("failures"),
-                "peak_rss_workers_bytes": rss.get("workers"),
-                "peak_rss_per_peer_mib": round(rss.get("per_peer", 0) / 2**20, 3),
-                "peak_rss_server_bytes": rss.get("server"),
-                "latency_ms": summary.get("latency_ms"),
-            }
-            print(json.dumps(big, indent=2))
-    med_bare, med_sim, med_cli = (statistics.median(x) for x in (bare, sim, cli))
-    med_bare_asyncio = statistics.median(bare_asyncio)
-    ratio = med_sim / med_bare
-    result = {
-        "benchmark": "simulate_overhead",
-        "peers": args.peers,
-        "reps": args.reps,
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "bare_loop_s": bare,
-        "bare_loop_plain_asyncio_s": bare_asyncio,
-        "simulate_s": sim,
-        "simulate_peer_phase_s": sim_peer_phase,
-        "cli_process_s": cli,
-        "median_bare_loop_s": round(med_bare, 3),
-        "median_bare_loop_plain_asyncio_s": round(med_bare_asyncio, 3),
-        "ratio_vs_plain_asyncio_bare_loop": round(med_sim / med_bare_asyncio, 3),
-        "median_simulate_s": round(med_sim, 3),
-        "median_cli_process_s": round(med_cli, 3),
-        "ratio": round(ratio, 3),
-        "ratio_cli_process": round(med_cli / med_bare, 3),
-        "target_ratio": TARGET_RATIO,
-        "verified_pairs": verified,
-        "big": big,
-    }
-    folder = run_dir("bench-simulate")
-    out = folder / "simulate_overhead.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"median: bare loop {med_bare:.2f} s, simulate {med_sim:.2f} s -> ratio {ratio:.2f} "
-        f"(target <= {TARGET_RATIO}); CLI process {med_cli:.2f} s ({med_cli / med_bare:.2f}x); "
-        f"vs a plain-asyncio bare loop ({med_bare_asyncio:.2f} s): "
-        f"{med_sim / med_bare_asyncio:.2f}x"
-    )
-    print(f"written to {out}")
+    from drift.bench.command import bench as bench_command
+
+    bench_command(["--only", "simulate", *sys.argv[1:]])
     return 0
 
 
