@@ -347,51 +347,69 @@ class FragmentFlood(_Flood):
 
 
 class FloodAfterClose(_Attack):
-    """Earn a 1008 for rate abuse, then flood big frames and ignore the close."""
+    """Earn a 1008 for rate abuse, then flood big frames and ignore the close; again.
+
+    Each round must be dropped within ``cut_within`` of its close frame; a new
+    round starts at most ten times a second, like the floods' reconnects.
+    """
 
     def __init__(self, cfg: AttackConfig) -> None:
         super().__init__(cfg)
         self.ws: RawWebSocket | None = None
-        self.closed_at: float | None = None
-        self.gone_at: float | None = None
         self.bytes = 0
+        self.rounds: list[float] = []  # seconds from close frame to drop, per round
 
     async def run(self) -> None:
-        self.ws = ws = await RawWebSocket.connect(self.cfg.url, self.cfg.reply_timeout)
-        reader = asyncio.create_task(self._read(ws))
         abuse = encode_frame(TEXT, b'{"type":"leave"}') * 200
-        big = encode_frame(TEXT, b'{"type":"offer","x":"' + b"a" * 65_000 + b'"}')
-        try:
-            ws.writer.write(abuse)
-            while not self.stop.is_set() and self.gone_at is None:
-                ws.writer.write(big * 4)
-                self.bytes += 4 * len(big)
-                async with asyncio.timeout(0.2):
-                    with contextlib.suppress(TimeoutError):
-                        await ws.writer.drain()
-                await asyncio.sleep(0)
-        except (ConnectionError, OSError, RuntimeError):
-            self.gone_at = self.gone_at or time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), 0.5)
-        reader.cancel()
-        if self.closed_at is None:
-            self.problems.append(f"{self.cfg.attack}: the abuse was never closed")
-            return
-        if self.gone_at is None or self.gone_at - self.closed_at > self.cfg.cut_within:
-            after = "never" if self.gone_at is None else f"{self.gone_at - self.closed_at:.1f} s"
-            self.problems.append(
-                f"{self.cfg.attack}: after closing, the server kept the connection open "
-                f"(dropped: {after}, bound {self.cfg.cut_within:g} s) while it was sent "
-                f"{self.bytes / 1e6:.0f} MB; it must stop reading and drop it"
-            )
-        else:
+        big = encode_frame(TEXT, b'{"type":"offer","x":"' + b"a" * 65_000 + b'"}') * 4
+        while not self.stop.is_set():
+            started = time.monotonic()
+            closed_at, gone_at = await self._round(abuse, big)
+            if closed_at is None:
+                if not self.rounds or not self.stop.is_set():  # not merely cut short
+                    self.problems.append(f"{self.cfg.attack}: the abuse was never closed")
+                return
+            if gone_at is None or gone_at - closed_at > self.cfg.cut_within:
+                after = "never" if gone_at is None else f"{gone_at - closed_at:.1f} s"
+                self.problems.append(
+                    f"{self.cfg.attack}: after closing, the server kept the connection open "
+                    f"(dropped: {after}, bound {self.cfg.cut_within:g} s) while it was sent "
+                    f"{self.bytes / 1e6:.0f} MB; it must stop reading and drop it"
+                )
+                return
+            self.rounds.append(gone_at - closed_at)
+            with contextlib.suppress(TimeoutError):
+                wait = started + 1 / _RECONNECTS_PER_S - time.monotonic()
+                await asyncio.wait_for(self.stop.wait(), max(0.0, wait))
+        if self.rounds:
             self.notes.append(
-                f"closed, then dropped {self.gone_at - self.closed_at:.2f} s later "
-                f"({self.bytes / 1e6:.0f} MB offered)"
+                f"{len(self.rounds)} rounds closed, each dropped within "
+                f"{max(self.rounds):.2f} s of its close ({self.bytes / 1e6:.0f} MB offered)"
             )
 
-    async def _read(self, ws: RawWebSocket) -> None:
+    async def _round(self, abuse: bytes, big: bytes) -> tuple[float | None, float | None]:
+        """One connection: (when its close frame came, when it was dropped)."""
+        self.ws = ws = await RawWebSocket.connect(self.cfg.url, self.cfg.reply_timeout)
+        seen: list[float | None] = [None, None]
+        reader = asyncio.create_task(self._read(ws, seen))
+        try:
+            ws.writer.write(abuse)
+            while not self.stop.is_set() and seen[1] is None:
+                ws.writer.write(big)
+                self.bytes += len(big)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.writer.drain(), 0.2)
+                await asyncio.sleep(0)
+        except (ConnectionError, OSError, RuntimeError):
+            seen[1] = seen[1] or time.monotonic()
+        # Stopped mid-round: the drop may still be due.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), self.cfg.cut_within + 0.5)
+        reader.cancel()
+        ws.writer.transport.abort()
+        return seen[0], seen[1]
+
+    async def _read(self, ws: RawWebSocket, seen: list[float | None]) -> None:
         # The raw frames: RawWebSocket.recv would answer the close and end it.
         with contextlib.suppress(TimeoutError, ConnectionError, OSError):
             while True:
@@ -402,9 +420,9 @@ class FloodAfterClose(_Attack):
                 elif size == 127:
                     (size,) = struct.unpack("!Q", await ws.reader.readexactly(8))
                 await ws.reader.readexactly(size)
-                if fin_op & 0x0F == CLOSE and self.closed_at is None:
-                    self.closed_at = time.monotonic()
-        self.gone_at = self.gone_at or time.monotonic()
+                if fin_op & 0x0F == CLOSE and seen[0] is None:
+                    seen[0] = time.monotonic()
+        seen[1] = seen[1] or time.monotonic()
 
     async def cleanup(self) -> None:
         if self.ws is not None:

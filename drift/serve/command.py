@@ -265,10 +265,10 @@ def serve(**options: Any) -> None:
     """Run the reference signaling server and the browser client."""
     if options.pop("json"):
         options["log_format"] = "json"
-    if options["log_format"] == "json":
-        click.get_current_context().meta[LOG_JSON_KEY] = True  # its error line too
-    config = server_config(options)
+    config = server_config(options)  # a bad flag is a plain line like click's own
     setup_logging(config.log_level, config.log_format)
+    if config.log_format == "json":
+        click.get_current_context().meta[LOG_JSON_KEY] = True  # from here on, its fatal line too
 
     def ready(url: str) -> None:
         click.echo(ready_message(url, config.log_format))

@@ -705,7 +705,7 @@ class Server:
             else:
                 apply_now(gone)
             if self._read_after_close:
-                pass
+                pass  # Unsafe: aiohttp closes the socket whenever it gets to it
             elif conn.abort_at:
                 # Returning lets aiohttp close the socket at once (see
                 # LingeringWebSocket): hold it until the peer has read our close.

@@ -323,6 +323,9 @@ async def _simulate_run(
     print_summary(console, summary)
     if calls_check.skipped:
         console.print(f"[yellow]{calls_check.outcome['note']}[/]")
+    elif calls_check.outcome.get("checked") and not calls_check.outcome["mismatches"]:
+        sent = calls_check.outcome["reports"]
+        console.print(f"call reports: the server counted the {sent} the peers sent")
     if network is not None:
         from drift.netlab.report import print_network
 

@@ -29,7 +29,7 @@ HEIGHT: Final = 120
 FPS: Final = 5
 #: The opening frames, fast: enough for verification (call.MEDIA_MIN_FRAMES) and to spare.
 BURST_FRAMES: Final = 10
-BURST_FPS: Final = 20
+BURST_FPS: Final = 30
 _BLOCK: Final = 20
 _COLS: Final = WIDTH // _BLOCK
 _ROWS: Final = HEIGHT // _BLOCK

@@ -147,7 +147,9 @@ async def stalled_peer(url: str) -> RawWebSocket:
     """A peer queued in the lobby whose socket is never read again (tiny kernel buffers)."""
     host, port = "127.0.0.1", int(url.split(":")[2].split("/")[0])
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # Small kernel buffers (set before connecting): the server's queue to this
+    # peer fills in user space after a few hundred KB.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -173,16 +175,17 @@ async def test_a_peer_that_never_reads_never_delays_its_partner_and_is_cut_off(
     assert (await victim.expect("matched"))["role"] == "offerer"
     offer = {"type": "offer", "sdp": {"type": "offer", "sdp": "a" * 6_000}}
     cut_off, relays = False, 0
-    while relays < 200:
-        relays += 1
-        stalled.writer.write(encode_frame(PONG, b""))
-        await victim.send(offer)
-        await victim.send_raw("{}")  # answered by the server itself: invalid-message
-        reply = await victim.recv(within=2.0)  # a stuck handler never answers
-        if reply["type"] == "partner-left":
-            cut_off = True
-            break
-        assert reply["code"] == "invalid-message", reply
+    async with asyncio.timeout(TIMEOUT * 2):  # a stuck handler never answers
+        while relays < 200:
+            relays += 1
+            stalled.writer.write(encode_frame(PONG, b""))
+            await victim.send(offer)
+            await victim.send_raw("{}")  # answered by the server itself: invalid-message
+            reply = await victim.recv(within=2.0)
+            if reply["type"] == "partner-left":
+                cut_off = True
+                break
+            assert reply["code"] == "invalid-message", reply
     assert cut_off, "the stalled peer was never cut off"
     assert relays * 6_000 > 128 * 1024
     await until(lambda: server.lobby.connections == 1)

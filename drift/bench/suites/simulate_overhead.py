@@ -6,10 +6,11 @@ fork server and its workers, verification, the four report files) against a
 fresh ``python drift/bench/suites/bare_loop.py --pairs N/2`` process (aiortc
 imported, ``N/2`` pairs connected with a data channel, no signaling). Wall time
 is taken from outside; CPU time is user + system of the whole process tree:
-this process becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``), so the
-fork server and workers that outlive their parent are reaped here and their
-CPU counted too. Repetitions alternate bare, README command, one-process
-command, so load from other work hits all alike; the table shows medians.
+each run is started by a small wrapper process that is a child subreaper
+(``PR_SET_CHILD_SUBREAPER``), so the fork server and workers that outlive
+their parent are reaped there and their CPU counted too. Repetitions
+alternate bare, README command, one-process command, so load from other work
+hits all alike; the table shows medians.
 
 Figures:
 
@@ -43,6 +44,7 @@ from typing import Any, Final
 
 from drift.bench.results import Outcome, Row, Section
 from drift.bench.runner import Bench
+from drift.errors import DriftError
 from drift.harness.env import child_env
 
 #: The issue's target: simulate may take at most this multiple of the bare process.
@@ -52,6 +54,8 @@ TARGET_PEERS_PER_S: Final = 600.0
 TARGET_MIB_PER_PEER: Final = 0.2
 BARE_SCRIPT: Final = Path(__file__).with_name("bare_loop.py")
 _PR_SET_CHILD_SUBREAPER: Final = 36
+#: argv[1] of the timing wrapper (:func:`_tree`), and the prefix of its result line
+_TREE: Final = "--tree"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +69,6 @@ class Timed:
     stdout: str
 
 
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants (the fork server), so their CPU reaches RUSAGE_CHILDREN."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
 def raise_descriptor_limit() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -84,32 +79,53 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
-def _reap_orphans() -> None:
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
 def timed_process(argv: list[str], timeout: float = 600.0) -> Timed:
-    """Run ``argv`` to its end; wall time, and CPU of its whole process tree."""
-    _reap_orphans()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    """Run ``argv`` to its end; its wall time, and the CPU of its whole process tree.
+
+    It runs under :func:`_tree` in a small wrapper process, so that adopting
+    and reaping orphans never touches this process's own children.
+    """
+    wrapper = [sys.executable, "-m", "drift.bench.suites.simulate_overhead", _TREE, *argv]
     done = subprocess.run(
-        argv,
+        wrapper,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=child_env(),
         timeout=timeout,
         check=False,
     )
+    out = done.stdout.decode(errors="replace")
+    head, _, last = out.rstrip("\n").rpartition("\n")
+    if not last.startswith(_TREE):
+        raise DriftError(f"timing wrapper failed ({done.returncode}): {out[-2000:]}")
+    result = json.loads(last[len(_TREE) :])
+    return Timed(result["wall_s"], result["cpu_s"], result["code"], head)
+
+
+def _tree(argv: list[str]) -> int:
+    """The wrapper: run ``argv``, reap every descendant, print wall and tree CPU.
+
+    As a child subreaper (``PR_SET_CHILD_SUBREAPER``) it adopts the fork server
+    and workers that outlive the command, so their CPU reaches RUSAGE_CHILDREN.
+    Wall time ends when the command itself exits, as a user's timer would.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("cannot become a child subreaper", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    code = subprocess.call(argv)
     wall = time.perf_counter() - started
-    _reap_orphans()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timed(wall, cpu, done.returncode, done.stdout.decode(errors="replace"))
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "code": code}
+    sys.stdout.flush()
+    print(_TREE + json.dumps(result), flush=True)
+    return 0
 
 
 def bare(pairs: int) -> Timed:
@@ -136,7 +152,6 @@ def run(bench: Bench) -> Outcome:
     peers = 500 if not bench.quick else 100
     pairs = peers // 2
     scale = not bench.quick
-    subreaper = become_subreaper()
     nofile = raise_descriptor_limit()
     bench.begin("simulate overhead", reps * 3 + (2 if scale else 0))
     raw: list[dict[str, Any]] = []
@@ -173,7 +188,7 @@ def run(bench: Bench) -> Outcome:
                 _check(bench, "10,000 held peers", t, s)
                 big["hold"] = _record(t, s)
     rows = _rows(raw, big, peers)
-    context = {"subreaper": subreaper, "rlimit_nofile": nofile, "peers": peers}
+    context = {"rlimit_nofile": nofile, "peers": peers}
     return Outcome(
         rows=rows,
         sections=[_section(raw, big, peers, context)],
@@ -275,8 +290,8 @@ def _section(
         f"{peers // 2}` (aiortc, one process, no signaling, loopback candidates, uvloop), "
         f"`drift simulate --peers {peers}` (the README's command) and `drift simulate --peers "
         f"{peers} --procs 1 --media-fraction 0`. CPU is user + system of the whole process "
-        "tree (embedded server, fork server and workers included; this process is their "
-        f"child subreaper: {context['subreaper']}). Descriptor limit of the runs: "
+        "tree (embedded server, fork server and workers included: each run is timed by a "
+        "wrapper process that is their child subreaper). Descriptor limit of the runs: "
         f"{context['rlimit_nofile']:,} (raised to the hard limit by the bench).",
         "",
         "| rep | bare wall / CPU | README command wall / CPU (verified pairs, media) "
@@ -305,6 +320,8 @@ def _section(
 
 
 def main() -> int:
+    if sys.argv[1:2] == [_TREE]:
+        return _tree(sys.argv[2:])
     from drift.bench.command import bench as bench_command
 
     bench_command(["--only", "simulate", *sys.argv[1:]])
