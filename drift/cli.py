@@ -135,10 +135,10 @@ def apply_env_rule(command_name: str, command: click.Command) -> None:
 # ------------------------------------------------------------------- progress
 
 
-def progress_option(help_text: str = "Live progress display on stderr.") -> Callable[[F], F]:
+def progress_option(help_text: str = "Live progress display.") -> Callable[[F], F]:
     """``--progress/--no-progress`` (default on), the one name of the switch in every command."""
     return click.option(
-        "--progress/--no-progress", "progress", default=True, show_default=True, help=help_text
+        "--progress/--no-progress", "progress", default=True, show_default="on", help=help_text
     )
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from drift import aio
 from drift.bench.loadgen import TIMEOUT, Servers
 from drift.errors import DriftError
 from drift.harness.env import child_env
+from drift.harness.ports import free_port
 from drift.report.paths import reports_root
 
 VERSION: Final = "1.0.2"
@@ -82,14 +82,6 @@ def node_version() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _free_port() -> int:
-    # peerjs cannot bind port 0 and print the port it got, so pick one here.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class PeerjsServer:
     """``node peerjs.js`` on 127.0.0.1, its concurrent limit raised to 20,000 connections."""
 
@@ -109,7 +101,8 @@ class PeerjsServer:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> None:
-        self.port = _free_port()
+        # peerjs cannot bind port 0 and print the port it got
+        self.port = free_port()
         argv = ["node", str(self.script), "--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--concurrent_limit", "20000"]
         self.proc = subprocess.Popen(

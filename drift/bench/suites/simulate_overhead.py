@@ -22,7 +22,11 @@ Figures:
   ``--peers 10000 --media-fraction 0`` (target >= 600/s) and peak memory per
   peer with 10,000 peers held in live calls (``--hold 30 --concurrency 5000``,
   target <= 0.2 MiB), after raising this process's descriptor limit to its
-  hard limit (inherited by the runs; the limit is in the raw data).
+  hard limit (inherited by the runs; the limit is in the raw data);
+* and, when ``redis-server`` is installed, 20,000 peers held in live calls at
+  once (10,000 calls, ``--procs 4``: ~10,000 descriptors per peer process)
+  through ``drift serve --workers 2 --redis``: every pair verified, and peak
+  memory per peer (target <= 0.2 MiB).
 
 Run alone: ``python -m drift.bench.suites.simulate_overhead [--quick]``
 (``drift bench --only simulate``); run it inside ``scripts/loopback-only``.
@@ -34,6 +38,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,12 +51,16 @@ from drift.bench.results import Outcome, Row, Section
 from drift.bench.runner import Bench
 from drift.errors import DriftError
 from drift.harness.env import child_env
+from drift.harness.redis import RedisServer
+from drift.harness.serve import ServeProcess
 
 #: The issue's target: simulate may take at most this multiple of the bare process.
 TARGET_RATIO: Final = 1.25
 #: Scale targets on a 2-core machine (absolute: no baseline process can do this run).
 TARGET_PEERS_PER_S: Final = 600.0
 TARGET_MIB_PER_PEER: Final = 0.2
+#: Peers held at once through two server workers sharing Redis (a full run only).
+CLUSTER_PEERS: Final = 20_000
 BARE_SCRIPT: Final = Path(__file__).with_name("bare_loop.py")
 _PR_SET_CHILD_SUBREAPER: Final = 36
 #: argv[1] of the timing wrapper (:func:`_tree`), and the prefix of its result line
@@ -153,7 +162,10 @@ def run(bench: Bench) -> Outcome:
     pairs = peers // 2
     scale = not bench.quick
     nofile = raise_descriptor_limit()
-    bench.begin("simulate overhead", reps * 3 + (2 if scale else 0))
+    cluster = scale and shutil.which("redis-server") is not None
+    if scale and not cluster:
+        bench.log("[yellow]20,000 peers through two workers + Redis: skipped (no redis-server)[/]")
+    bench.begin("simulate overhead", reps * 3 + (2 if scale else 0) + (1 if cluster else 0))
     raw: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="drift-bench-sim-") as tmp:
         for rep in range(1, reps + 1):
@@ -187,6 +199,11 @@ def run(bench: Bench) -> Outcome:
                 )
                 _check(bench, "10,000 held peers", t, s)
                 big["hold"] = _record(t, s)
+        if cluster:
+            with bench.step(f"{CLUSTER_PEERS:,} peers held through 2 workers + Redis"):
+                t, s = _through_cluster(Path(tmp), bench.log_dir)
+                _check(bench, f"{CLUSTER_PEERS:,} peers through two workers", t, s)
+                big["cluster"] = _record(t, s)
     rows = _rows(raw, big, peers)
     context = {"rlimit_nofile": nofile, "peers": peers}
     return Outcome(
@@ -194,6 +211,28 @@ def run(bench: Bench) -> Outcome:
         sections=[_section(raw, big, peers, context)],
         raw={**context, "repetitions": raw, "scale": big},
     )
+
+
+def _through_cluster(tmp: Path, log_dir: Path) -> tuple[Timed, dict[str, Any]]:
+    """``drift simulate --url`` of a two-worker ``drift serve --redis``, 20,000 peers held."""
+    redis = RedisServer(tmp, log_dir / "cluster-redis.out")
+    url = redis.start()
+    cap = str(CLUSTER_PEERS + 1_000)
+    flags = ["--workers", "2", "--redis", url, "--max-connections-per-ip", "0"]
+    flags += ["--rate-limit", "0", "--max-connections", cap, "--max-queue", cap]
+    flags += ["--queue-timeout", "0", "--log-level", "warning"]
+    server = ServeProcess(flags, log_dir / "cluster-serve.out", name="cluster-serve")
+    try:
+        server.start()
+        return simulate(
+            tmp / "cluster",
+            *("--url", server.ws_url, "--peers", str(CLUSTER_PEERS), "--procs", "4"),
+            *("--hold", "30", "--concurrency", "5000", "--media-fraction", "0"),
+        )
+    finally:
+        # the run is over: a polite drain of 20,000 sockets would prove nothing here
+        server.stop(kill=True)
+        redis.stop(kill=True)
 
 
 def _record(timed: Timed, summary: dict[str, Any]) -> dict[str, Any]:
@@ -278,6 +317,32 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
                 digits=3,
             )
         )
+    if "cluster" in big:
+        c = big["cluster"]
+        pairs = CLUSTER_PEERS // 2
+        rows += [
+            Row(
+                f"pairs verified of {pairs:,}, {CLUSTER_PEERS:,} peers held through "
+                "`drift serve --workers 2 --redis` (one run)",
+                "pairs",
+                [float(c["verified_pairs"])],
+                "all",
+                [float(pairs)],
+                target=1.0,
+                higher_is_better=True,
+                digits=0,
+            ),
+            Row(
+                f"peak MiB per peer, {CLUSTER_PEERS:,} peers held through two workers + Redis "
+                "(one run)",
+                "MiB",
+                [c["per_peer_mib"]],
+                "target",
+                [TARGET_MIB_PER_PEER],
+                target=1.0,
+                digits=3,
+            ),
+        ]
     return rows
 
 
@@ -306,7 +371,16 @@ def _section(
             f"{m['media_pairs_verified']}) "
             f"| {o['wall_s']:.2f} / {o['cpu_s']:.2f} s ({o['verified_pairs']}) |"
         )
-    for key, label in (("rate", "10,000 peers, no media"), ("hold", "10,000 peers held 30 s")):
+    labels = (
+        ("rate", "10,000 peers, no media"),
+        ("hold", "10,000 peers held 30 s"),
+        (
+            "cluster",
+            f"{CLUSTER_PEERS:,} peers held 30 s through two workers + Redis, --procs 4 (the "
+            "servers' CPU and RSS are not in these figures)",
+        ),
+    )
+    for key, label in labels:
         if key in big:
             x = big[key]
             lines.append("")
