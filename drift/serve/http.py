@@ -138,7 +138,7 @@ class DriftRequestHandler(RequestHandler):
         # A malformed request is the client's doing: one line, no traceback
         # (anyone can send them), and never the request's bytes in the answer.
         if status >= 500 and not isinstance(exc, ConnectionError):
-            log.error("http_handler_failed", exc_info=exc)
+            log.error("http_handler_crashed", exc_info=exc)
         else:
             log.debug("http_bad_request", extra={"fields": {"status": status}})
         if request.writer.output_size > 0:

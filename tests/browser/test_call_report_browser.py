@@ -16,7 +16,7 @@ from playwright.async_api import Browser, async_playwright
 
 from drift.core.lobby import Fault
 from drift.serve.server import Server
-from tests.support.browser import T, Tabs, drift_server, launch, poll
+from tests.support.browser import T, Tab, Tabs, drift_server, launch, poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -52,6 +52,14 @@ async def _calls(server: Server) -> dict[str, Any]:
     return calls(server)
 
 
+async def _sent_reports(tab: Tab) -> list[dict[str, Any]]:
+    return tab.frames("call-report", sent=True)
+
+
+async def _sent_kinds(tab: Tab) -> list[str]:
+    return [str(f["type"]) for f in tab.sent]
+
+
 async def test_two_connected_pages_report_and_the_server_counts_them(
     tabs: Tabs, backend: dict[str, Any]
 ) -> None:
@@ -70,6 +78,8 @@ async def test_two_connected_pages_report_and_the_server_counts_them(
         )
         room = first.frames("matched")[0]["roomId"]
         for tab in (first, second):
+            # Playwright hands over the page's frames on its own schedule
+            await poll(lambda t=tab: _sent_reports(t), bool, what="the page's call-report frame")
             (report,) = tab.frames("call-report", sent=True)
             assert report["roomId"] == room
             assert report["outcome"] == "connected"
@@ -106,6 +116,11 @@ async def test_a_page_whose_ice_gives_up_reports_an_ice_failure(tabs: Tabs) -> N
         await hasty.wait_state("ready")
         await hasty.page.click("#start")
         await hasty.wait_state("error", timeout=T)
+        await poll(
+            lambda: _sent_kinds(hasty),
+            lambda kinds: {"call-report", "leave"} <= set(kinds),
+            what="the page's call-report and leave frames",
+        )
         (report,) = hasty.frames("call-report", sent=True)
         assert report == {
             "type": "call-report",

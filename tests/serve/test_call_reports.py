@@ -264,3 +264,43 @@ async def test_the_drop_call_reports_fault_takes_reports_without_counting(
 
 def _key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return (name, tuple(sorted(labels.items())))
+
+
+async def test_two_redis_nodes_sum_their_reports_cluster_wide(
+    make_server: MakeServer, redis_url: str
+) -> None:
+    """A room across two nodes: each node counts its own side; both show the sum."""
+    a = await make_server(node_ttl=1.0, redis_url=redis_url)
+    b = await make_server(node_ttl=1.0, redis_url=redis_url)
+    answerer = await WsClient.connect(ws(a))
+    await answerer.send({"type": "join"})
+    await answerer.expect("waiting")
+    offerer = await WsClient.connect(ws(b))
+    await offerer.send({"type": "join"})
+    room = (await offerer.expect("matched"))["roomId"]
+    assert (await answerer.expect("matched"))["roomId"] == room
+    try:
+        await offerer.send({**CONNECTED, "roomId": room})
+        await answerer.send({**FAILED, "layer": "datachannel", "roomId": room})
+        await barrier(offerer)
+        await barrier(answerer)
+        assert (await stats(b))["calls"]["connected"] == 1
+        assert (await stats(a))["calls"]["failed"]["datachannel"] == 1
+
+        async def summed() -> bool:
+            for node in (a, b):
+                cluster = (await stats(node))["cluster"]["calls"]
+                if (cluster["connected"], cluster["failed"]["datachannel"]) != (1, 1):
+                    return False
+            return True
+
+        await until(summed, timeout=10)
+        metrics = await samples(a)
+        assert metrics[_key("drift_cluster_call_relayed_total", transport="tcp")] == 1
+        assert (
+            metrics[_key("drift_cluster_call_reports_total", layer="datachannel", outcome="failed")]
+            == 1
+        )
+    finally:
+        await offerer.close()
+        await answerer.close()
