@@ -49,10 +49,10 @@ and what each peer is sent:
   place and ticket, then as above.
 * **x sent next in a room, and Paired for the new join beats its result** —
   the old partner gets ``partner-left``; x gets ``waiting``, ``matched``.
-* **x's cooldown ended and its retry finds no entry (Gone)** — x was popped by
-  a pairing whose Paired is on its way, or Redis lost the entry: x goes back
-  in under a new ticket, so such a Paired is refused (y: ``matched``,
-  ``partner-left``) and x keeps waiting, told nothing new.
+* **x's cooldown ended and its retry finds no entry (Gone)** — typically x and
+  its old partner both retried and the other's retry popped x: its Paired (or,
+  on A, its Matched result) is on its way, and pairs x when it comes. Nothing is
+  done on Gone; an entry that Redis lost is put back by ``rejoin_all``.
 * **y's join popped x but y left before its Matched result** — x goes back in
   (``Requeue`` to A, or a local join), told nothing. A Requeue with a stale
   ticket is ignored: x already has a later join under way.
@@ -203,9 +203,11 @@ class ClusterLobby(Lobby):
                 out.append(Send(peer.id, _WAITING))
                 out.append(Event("peer_waiting", peer.id))
         elif isinstance(result, nm.Gone):
-            # Popped by a pairing whose Paired is on its way, or lost by Redis:
-            # back in under a new ticket, so that Paired will be refused.
-            out.append(self._join(peer.id))
+            # A pairing took the entry and its Paired (or Matched) is on its way:
+            # typically both sides of an ended cooldown retried at once. Nothing
+            # to do; were the entry lost instead (Redis restarted), rejoin_all
+            # puts it back.
+            pass
         elif peer.id in self._pending:
             # Only a join that was never confirmed fails; a peer already told
             # `waiting` keeps waiting when a retry or re-join cannot get through.

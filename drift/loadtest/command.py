@@ -10,10 +10,10 @@ if a threshold failed.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,11 +26,24 @@ from rich.table import Table
 from drift.cli import progress_option, set_summary
 from drift.client import urls
 from drift.errors import CheckFailed, ConfigError, DriftError, TargetUnreachable
+from drift.exitcodes import ExitCode
+from drift.harness import signals
+from drift.harness.child import Child
+from drift.harness.signals import Interrupted
 from drift.loadtest import report
-from drift.loadtest.runner import CSV_PREFIX, HTML_NAME, SAMPLES_NAME, LocustPlan, LocustRun
+from drift.loadtest.remote import DEFAULT_MASTER_PORT, worker_command, write_wrapper
+from drift.loadtest.runner import (
+    CSV_PREFIX,
+    HTML_NAME,
+    REMOTE_WAIT_S,
+    SAMPLES_NAME,
+    LocustPlan,
+    LocustRun,
+)
 from drift.loadtest.sampler import Sampler, ServerSample, fetch_stats
 from drift.loadtest.scenario import Scenario, load_scenario, resolve
 from drift.loadtest.server import ServerProcess
+from drift.report.incomplete import write_incomplete
 from drift.report.paths import run_dir
 
 PER_IP_NOTE = (
@@ -105,7 +118,7 @@ def _status(sample: ServerSample | None) -> str:
 
 
 @click.command()
-@click.argument("scenario", metavar="SCENARIO")
+@click.argument("scenario", metavar="SCENARIO", required=False)
 @click.option(
     "--url",
     default=None,
@@ -117,6 +130,46 @@ def _status(sample: ServerSample | None) -> str:
     default=0,
     show_default=True,
     help="locust worker processes under a local master (0 = one locust process).",
+)
+@click.option(
+    "--master",
+    is_flag=True,
+    help="Run the locust master here and wait for --expect-workers workers that join from "
+    "other machines (drift loadtest --worker); the report, thresholds and server sampling "
+    "come out here.",
+)
+@click.option(
+    "--expect-workers",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help=f"With --master: workers to wait for (at most {REMOTE_WAIT_S:g} s) before the load "
+    "starts.",
+)
+@click.option(
+    "--master-bind-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --master: the address workers connect to (the server drift starts listens "
+    "there too, so that they reach it).",
+)
+@click.option(
+    "--worker",
+    is_flag=True,
+    help="Join the master of a drift loadtest --master run as one locust worker; no "
+    "SCENARIO (it comes from the master).",
+)
+@click.option(
+    "--master-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --worker: the master's address.",
+)
+@click.option(
+    "--master-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_MASTER_PORT,
+    show_default=True,
+    help="The master's port for workers: --master listens on it, --worker connects to it.",
 )
 @click.option(
     "--users", type=click.IntRange(1), default=None, help="Override the scenario's users."
@@ -155,9 +208,15 @@ def _status(sample: ServerSample | None) -> str:
 )
 @progress_option("Live progress bar with the server's figures.")
 def loadtest(
-    scenario: str,
+    scenario: str | None,
     url: str | None,
     workers: int,
+    master: bool,
+    expect_workers: int | None,
+    master_bind_host: str,
+    worker: bool,
+    master_host: str,
+    master_port: int,
     users: int | None,
     spawn_rate: float | None,
     duration: float | None,
@@ -169,9 +228,30 @@ def loadtest(
     """Run a locust SCENARIO (a name from scenarios/ or a .toml path) and report.
 
     Writes reports/<timestamp>-loadtest-<scenario>/ (locust CSV and HTML,
-    summary.json, report.html, junit.xml). Exit 1 when a threshold fails.
+    summary.json, report.html, junit.xml). Exit 1 when a threshold fails, 3 when the
+    target cannot be reached, 130/143 on SIGINT/SIGTERM (partial report marked
+    interrupted); every run that starts leaves a complete folder.
+
+    Load from many machines: ``drift loadtest SCENARIO --master --expect-workers N``
+    here, ``drift loadtest --worker --master-host HOST`` on each other machine.
     """
-    _interrupt_on_sigterm()
+    signals.raise_on_signals()
+    if worker:
+        if scenario is not None or master or expect_workers is not None:
+            raise ConfigError("--worker takes no SCENARIO, --master or --expect-workers")
+        _run_worker(master_host, master_port)
+        return
+    if scenario is None:
+        raise ConfigError("missing SCENARIO: a name from scenarios/ or a .toml path")
+    if master != (expect_workers is not None):
+        raise ConfigError("--master and --expect-workers N go together")
+    if master and workers:
+        raise ConfigError("--master waits for remote workers; --workers starts local ones")
+    if master and url is None and master_bind_host in WILDCARDS:
+        raise ConfigError(
+            f"--master-bind-host {master_bind_host}: the server drift starts needs an "
+            "address workers can reach; give one, or --url of a server they reach"
+        )
     path = resolve(scenario)
     # The locustfile reads the file itself; the overrides reach it as locust's
     # --users/--spawn-rate/--run-time (a scenario's [[stages]] are not scaled).
@@ -181,13 +261,61 @@ def loadtest(
     if url is not None and server_args:
         raise ConfigError("--server-arg only applies to the server drift starts, not to --url")
     base = http_base(url) if url is not None else None
-    if base is not None:
-        check_reachable(base)
     console = Console(stderr=True)
     out = run_dir(f"loadtest-{spec.name}", root=report_dir)
-    summary = _run(
-        spec, path, url, base, workers, server_args, sample_interval, out, console, progress
+    distribution = Distribution(
+        workers=expect_workers or workers,
+        remote=master,
+        bind_host=master_bind_host,
+        port=master_port if master else 0,
     )
+    started = time.monotonic()
+    facts = {"scenario": spec.name, "scenario_path": str(path), "url": url, "workers": workers}
+    try:
+        if base is not None:
+            check_reachable(base)
+        summary = _run(
+            spec,
+            path,
+            url,
+            base,
+            distribution,
+            server_args,
+            sample_interval,
+            out,
+            console,
+            progress,
+        )
+    except TargetUnreachable as exc:
+        write_incomplete(
+            out,
+            kind="loadtest",
+            verdict="unreachable",
+            exit_code=int(ExitCode.UNREACHABLE),
+            reason=str(exc),
+            wall_s=time.monotonic() - started,
+            facts=facts,
+        )
+        raise TargetUnreachable(f"{exc} (report: {out})") from None
+    except Interrupted as exc:
+        samples = out / SAMPLES_NAME
+        counted = (
+            {"request samples recorded": sum(1 for _ in samples.open()) - 1}
+            if samples.is_file()
+            else {}
+        )
+        write_incomplete(
+            out,
+            kind="loadtest",
+            verdict="interrupted",
+            exit_code=exc.exit_code,
+            reason=f"interrupted by {exc.signal_name} after {time.monotonic() - started:.1f} s: "
+            "locust and the server were stopped; no threshold was judged",
+            wall_s=time.monotonic() - started,
+            facts=facts,
+            progress=counted,
+        )
+        signals.exit_interrupted(exc.signum, f"partial report: {out}")
     _print(console, summary, out)
     set_summary({**summary, "report_dir": str(out)})
     failed = [c for c in summary["thresholds"] if not c["passed"]]
@@ -198,13 +326,39 @@ def loadtest(
         )
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the server and locust processes are stopped too."""
+#: bind addresses that name no address a worker could connect to
+WILDCARDS = ("0.0.0.0", "::", "*", "")
 
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+@dataclass(frozen=True)
+class Distribution:
+    """Where the locust workers run: none, local processes, or remote machines joining."""
+
+    workers: int = 0
+    remote: bool = False
+    bind_host: str = "127.0.0.1"
+    port: int = 0
+
+
+def _run_worker(master_host: str, master_port: int) -> None:
+    """One locust worker for a remote ``--master``, until the master ends the run."""
+    child = Child(
+        worker_command(master_host, master_port),
+        name="locust worker",
+        env={"PYTHONUNBUFFERED": "1"},
+        inherit_stderr=True,
+    )
+    try:
+        child.spawn()
+        child.drain()
+        code = child.wait()
+    except Interrupted as exc:
+        child.stop(timeout=3.0)
+        signals.exit_interrupted(exc.signum)
+    finally:
+        child.stop(timeout=3.0)
+    if code != 0:
+        raise DriftError(f"the locust worker exited with code {code}")
 
 
 def _run(
@@ -212,7 +366,7 @@ def _run(
     scenario_path: Path,
     url: str | None,
     base: str | None,
-    workers: int,
+    distribution: Distribution,
     server_args: tuple[str, ...],
     sample_interval: float,
     out: Path,
@@ -223,7 +377,9 @@ def _run(
     server: ServerProcess | None = None
     notes: list[str] = []
     if base is None:
-        server = ServerProcess([*spec.server.args, *server_args], out / "server.log")
+        # a --master's remote workers must reach the server: it listens where they connect
+        host = distribution.bind_host if distribution.remote else "127.0.0.1"
+        server = ServerProcess([*spec.server.args, *server_args], out / "server.log", host=host)
         base = server.start()
         notes.append(PER_IP_NOTE)
         if spec.server.args or server_args:
@@ -232,7 +388,19 @@ def _run(
         notes.append(f"scenario server flags not applied to --url: {' '.join(spec.server.args)}")
     try:
         # locust gets --url as given (its WebSocket path included); /stats lives at base.
-        plan = LocustPlan(spec, scenario_path, url or base, out, workers)
+        plan = LocustPlan(
+            spec,
+            scenario_path,
+            url or base,
+            out,
+            distribution.workers,
+            master_port=distribution.port,
+            remote=distribution.remote,
+            master_bind_host=distribution.bind_host,
+            locust_file=write_wrapper(out, scenario_path.read_text(), spec.name)
+            if distribution.remote
+            else None,
+        )
         run = LocustRun(plan)
         sampler = Sampler(base, server.pid if server else None, run.pids, sample_interval)
         sampler.start()
@@ -258,7 +426,7 @@ def _run(
         url=url or base,
         started_server=server is not None,
         server_command=server.command if server else [],
-        workers=workers,
+        workers=distribution.workers,
         started_at=started_at,
         load_started_at=load_started_at,
         load_ended_at=load_ended_at,
@@ -293,6 +461,8 @@ def _watch(
     """Wait for locust to finish (with a hard deadline), showing live server figures."""
     # Start-up (workers connecting) and shutdown get generous slack beyond the run time.
     deadline = time.monotonic() + spec.duration_s + 60 + 10 * run.plan.workers
+    if run.plan.remote:
+        deadline += REMOTE_WAIT_S
     start = time.monotonic()
     with _progress(console, show) as bar:
         task = (

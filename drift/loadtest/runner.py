@@ -21,6 +21,8 @@ from drift.loadtest.scenario import Scenario
 from drift.resources import data_dir
 
 CSV_PREFIX = "locust"
+#: seconds a ``--master`` waits for its remote workers to join
+REMOTE_WAIT_S = 120.0
 HTML_NAME = "locust.html"
 SAMPLES_NAME = "samples.csv"
 
@@ -37,6 +39,11 @@ class LocustPlan:
     out_dir: Path
     workers: int = 0  # 0: one local process; N: a master and N worker processes
     master_port: int = 0
+    #: the N workers join from elsewhere (``--master``): none is started here
+    remote: bool = False
+    master_bind_host: str = "127.0.0.1"
+    #: the master's locustfile when not drift's own (the wrapper of :mod:`.remote`)
+    locust_file: Path | None = None
 
     @property
     def run_time_s(self) -> int:
@@ -57,7 +64,7 @@ class LocustPlan:
             "-m",
             "locust",
             "-f",
-            str(locustfile()),
+            str(self.locust_file or locustfile()),
             "--headless",
             "--host",
             self.host,
@@ -80,10 +87,13 @@ class LocustPlan:
                 "--expect-workers",
                 str(self.workers),
                 "--master-bind-host",
-                "127.0.0.1",
+                self.master_bind_host,
                 "--master-bind-port",
                 str(self.master_port),
             ]
+            if self.remote:
+                # a worker that never comes ends the run (exit 1) instead of a wait forever
+                cmd += ["--expect-workers-max-wait", f"{REMOTE_WAIT_S:g}"]
         return cmd
 
     def worker_command(self) -> list[str]:
@@ -122,7 +132,7 @@ class LocustRun:
 
     def start(self) -> None:
         self.main = self._spawn(self.plan.main_command(), "locust.log")
-        for i in range(self.plan.workers):
+        for i in range(0 if self.plan.remote else self.plan.workers):
             self.workers.append(self._spawn(self.plan.worker_command(), f"locust-worker-{i}.log"))
 
     def _children(self) -> list[Child]:

@@ -263,8 +263,6 @@ D = DEFAULTS
 )
 def serve(**options: Any) -> None:
     """Run the reference signaling server and the browser client."""
-    if options.pop("json"):
-        options["log_format"] = "json"
     config = server_config(options)  # a bad flag is a plain line like click's own
     setup_logging(config.log_level, config.log_format)
     if config.log_format == "json":
@@ -288,6 +286,8 @@ def serve(**options: Any) -> None:
 
 def server_config(options: dict[str, Any]) -> ServerConfig:
     """The frozen settings from the parsed options (flags and ``DRIFT_*`` variables)."""
+    if options.pop("json", False):
+        options["log_format"] = "json"
     for param in serve.params:
         if isinstance(param, click.Option) and param.multiple and param.name:
             options[param.name] = tuple(options[param.name])

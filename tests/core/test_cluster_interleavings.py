@@ -58,6 +58,8 @@ class Client:
     nexts: int = 0
     room: str | None = None
     role: str | None = None
+    #: the ticket of the join that started the current stint
+    first_ticket: int = 0
     log: list[str] = field(default_factory=list)
 
     def answered(self) -> bool:
@@ -82,6 +84,8 @@ class InterleavingMachine(RuleBasedStateMachine):
         self.now = 1000.0
         self.next_peer = 0
         self.relays = 0
+        self.blipped = False
+        self.cooldown = 0.0
 
     redis_url = ""
 
@@ -91,6 +95,7 @@ class InterleavingMachine(RuleBasedStateMachine):
         max_queue=st.sampled_from([10_000, 10_000, 2]),
     )
     def configure(self, cooldown: float, queue_timeout: float, max_queue: int) -> None:
+        self.cooldown = cooldown
         config = LobbyConfig(
             rematch_cooldown=cooldown,
             queue_timeout=queue_timeout,
@@ -154,6 +159,25 @@ class InterleavingMachine(RuleBasedStateMachine):
         offer = p.Offer(sdp=p.SessionDescription(type="offer", sdp=tag))
         self._send(peer_id, p.encode_client(offer))
 
+    @precondition(lambda self: any(cl.state == "matched" for cl in self.clients.values()))
+    @rule(data=st.data(), wait_out=st.booleans())
+    def skip_then_partner_rejoins(self, data: st.DataObject, wait_out: bool) -> None:
+        """``next``; once the partner has heard, it joins again: the two wait in their
+        cooldown, and when it ends (``wait_out``) both nodes ask the queue to look again
+        at once, their retries left in flight for the I/O rules to order."""
+        peer_id = self._pick(data, ("matched",))
+        client = self.clients[peer_id]
+        assert client.room is not None and client.role is not None
+        members = self.rooms[client.room]
+        partner = members.get("offerer" if client.role == "answerer" else "answerer")
+        self._send(peer_id, NEXT)
+        self._drain(data)
+        if partner in self.clients and self.clients[partner].state == "idle":
+            self._send(partner, JOIN)
+            self._drain(data)
+            if wait_out:
+                self.clock(self.cooldown + 0.5)
+
     @precondition(lambda self: self.clients)
     @rule(data=st.data())
     def disconnect(self, data: st.DataObject) -> None:
@@ -178,6 +202,7 @@ class InterleavingMachine(RuleBasedStateMachine):
     @rule(node=st.sampled_from(NODES), first=st.booleans())
     def redis_blip(self, node: str, first: bool) -> None:
         """The node lost Redis for a moment (nothing was lost): it re-joins its waiting peers."""
+        self.blipped = True
         self.c.rejoin(node, first=first)
 
     # ------------------------------------------------------------ I/O rules
@@ -201,15 +226,17 @@ class InterleavingMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def settle(self, data: st.DataObject) -> None:
         """All pending I/O happens (in a drawn order); then the whole cluster is checked."""
+        self._drain(data)
+        self._check_settled()
+
+    def _drain(self, data: st.DataObject) -> None:
         for _ in range(10_000):
             steps = self.c.steps()
             if not steps:
-                break
+                return
             kind, node = data.draw(st.sampled_from(steps), label="io")
             self._observe(self.c.step(kind, node))
-        else:
-            raise InvariantViolation("the nodes never stop sending each other work")
-        self._check_settled()
+        raise InvariantViolation("the nodes never stop sending each other work")
 
     # ------------------------------------------------------------ the client's view
 
@@ -223,6 +250,8 @@ class InterleavingMachine(RuleBasedStateMachine):
         elif kind == "next" and client.state == "matched":
             self._end_room(client)
             self._start_stint(client)
+        if client.state == "queued" and not client.first_ticket:
+            client.first_ticket = self.c.ticket_of(peer_id)
         elif kind == "next" and client.state == "queued":
             client.nexts += 1
         elif kind == "leave" and client.state == "queued":
@@ -234,7 +263,7 @@ class InterleavingMachine(RuleBasedStateMachine):
 
     @staticmethod
     def _start_stint(client: Client) -> None:
-        client.state, client.waits, client.nexts = "queued", 0, 0
+        client.state, client.waits, client.nexts, client.first_ticket = "queued", 0, 0, 0
 
     def _end_room(self, client: Client) -> None:
         assert client.room is not None
@@ -242,6 +271,27 @@ class InterleavingMachine(RuleBasedStateMachine):
         client.room = client.role = None
 
     def _observe(self, effects: list[Effect]) -> None:
+        self._check_refusals()
+        self._record(effects)
+
+    def _check_refusals(self) -> None:
+        """A node may refuse a pairing only for a wait that is over (left, or joined again).
+
+        A refused pairing shows its other side ``matched`` then ``partner-left``; for a
+        peer still in the very wait the queue paired, that is a room lost for nothing.
+        After a Redis blip it is the documented price of re-joining everyone.
+        """
+        while self.c.refused:
+            peer_id, ticket = self.c.refused.pop()
+            client = self.clients.get(peer_id)
+            if client is None or client.state != "queued" or self.blipped:
+                continue
+            if client.first_ticket and ticket >= client.first_ticket:
+                raise client.fail(
+                    f"its node refused a pairing of its current wait (ticket {ticket})"
+                )
+
+    def _record(self, effects: list[Effect]) -> None:
         told = [e.peer for e in effects if isinstance(e, Send) and b'"waiting"' in _raw(e)]
         if any(
             isinstance(e, Send) and b'"answerer"' in _raw(e) and e.peer in told for e in effects
@@ -380,6 +430,48 @@ def test_a_paired_message_that_overtakes_the_join_result(redis_url: str) -> None
         }
         assert _frames(cluster.step("result", "A")) == {}  # the late `waiting` says nothing more
         assert cluster.quiet()
+        assert cluster.shared_queue() == []
+    finally:
+        cluster.close()
+
+
+def test_both_retries_at_cooldown_end_pair_the_two(redis_url: str) -> None:
+    """x and y wait in their cooldown, on two nodes; when it ends both ask the queue to
+    look again. The first retry pairs them; the second finds its entry gone, and its
+    result may come back before the pairing's message: the pairing must still stand."""
+    config = LobbyConfig(rate_limit=0.0, max_connections_per_ip=0, rematch_cooldown=1.0)
+    cluster = InterleavedCluster(redis_url, config, iter(["room1", "room2"]).__next__)
+    frames: dict[str, list[dict[str, Any]]] = {}
+
+    def run(*steps: tuple[str, str]) -> None:
+        for kind, node in steps:
+            for peer, got in _frames(cluster.step(kind, node)).items():
+                frames.setdefault(peer, []).extend(got)
+
+    def drain() -> None:
+        while steps := cluster.steps():
+            run(steps[0])
+
+    try:
+        cluster.connect("x", 0.0, ADDRS["A"])
+        cluster.connect("y", 0.0, ADDRS["B"])
+        cluster.receive("x", JOIN, 0.0)
+        drain()
+        cluster.receive("y", JOIN, 0.0)
+        drain()
+        cluster.receive("y", NEXT, 0.0)  # y waits again, in its cooldown with x
+        drain()
+        cluster.receive("x", JOIN, 0.0)
+        drain()
+        frames.clear()
+        assert cluster.tick(2.0) == []  # both cooldowns end: a retry on each node
+        run(("run", "A"), ("run", "B"))  # x's retry pairs the two; y's finds nothing
+        run(("result", "B"), ("result", "A"))  # y's `gone` first, then x's match
+        drain()
+        assert frames == {
+            "x": [{"type": "matched", "role": "offerer", "roomId": "room2"}],
+            "y": [{"type": "matched", "role": "answerer", "roomId": "room2"}],
+        }
         assert cluster.shared_queue() == []
     finally:
         cluster.close()

@@ -143,13 +143,13 @@ async def test_after_a_close_the_server_stops_reading_and_drops_the_connection(
 # ---------------------------------------------------------------- a peer that never reads
 
 
-async def stalled_peer(url: str) -> RawWebSocket:
+async def stalled_peer(url: str, rcvbuf: int = 32768) -> RawWebSocket:
     """A peer queued in the lobby whose socket is never read again (tiny kernel buffers)."""
     host, port = "127.0.0.1", int(url.split(":")[2].split("/")[0])
     sock = socket.socket()
     # Small kernel buffers (set before connecting): the server's queue to this
     # peer fills in user space after a few hundred KB.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -200,7 +200,7 @@ async def test_a_peer_whose_queue_does_not_drain_is_cut_off_after_send_timeout(
     """Below --max-pending-bytes, a queue that takes no byte for --send-timeout is the bound."""
     server = await make_server(rate_limit=0, send_timeout=0.5, max_pending_bytes=0)
     url = ws_url(server)
-    stalled = await stalled_peer(url)
+    stalled = await stalled_peer(url, rcvbuf=4096)
     victim = await WsClient.connect(url)
     await victim.send({"type": "join"})
     await victim.expect("matched")
@@ -216,7 +216,7 @@ async def test_a_peer_whose_queue_does_not_drain_is_cut_off_after_send_timeout(
 async def test_shutdown_does_not_wait_on_a_peer_that_never_reads(make_server: MakeServer) -> None:
     server = await make_server(rate_limit=0, send_timeout=0, max_pending_bytes=0)
     url = ws_url(server)
-    stalled = await stalled_peer(url)
+    stalled = await stalled_peer(url, rcvbuf=4096)
     victim = await WsClient.connect(url)
     await victim.send({"type": "join"})
     await victim.expect("matched")

@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 
 from drift.core.lobby import Fault
 from drift.exitcodes import ExitCode
-from drift.harness.redis import RedisServer
 from drift.harness.serve import AsyncServeProcess
 from drift.harness.waiting import until
 from drift.serve.command import config_argv, config_env, serve, server_config
 from drift.serve.config import ServerConfig
-from drift.serve.workers import DEATH_WINDOW, MAX_DEATHS, worker_configs
+from drift.serve.workers import MAX_DEATHS, worker_configs
 from tests.conftest import StartServe
 from tests.support.wsclient import TIMEOUT, WsClient
 
@@ -147,15 +145,20 @@ async def test_a_killed_worker_is_logged_and_replaced_by_one_that_serves(
 
 @pytest.mark.slow
 async def test_a_worker_that_keeps_dying_ends_the_server_with_its_exit_code(
-    tmp_path: Path, drift_serve: StartServe
+    redis_url: str, drift_serve: StartServe
 ) -> None:
-    """Redis gone: every restarted worker dies at start-up, five deaths end the server (4)."""
-    with RedisServer(tmp_path) as redis:
-        proc = await start_workers(drift_serve, redis.url)
-    # redis is stopped now: kill one worker, its replacements cannot start
-    workers_of(proc)[0].kill()
-    code = await proc.wait(DEATH_WINDOW)
+    """Five deaths of one worker within the window end the server with exit code 4."""
+    proc = await start_workers(drift_serve, redis_url)
+    spared = workers_of(proc)[1]
+    for death in range(1, MAX_DEATHS + 1):
+        (victim,) = [p for p in workers_of(proc) if p.pid != spared.pid]
+        victim.kill()
+        if death < MAX_DEATHS:
+            await until(lambda n=death: len(logged(proc, "worker_restarted")) == n, TIMEOUT * 4)
+    code = await proc.wait(TIMEOUT * 3)
     assert code == ExitCode.WORKERS_FAILING == 4, proc.output()
-    assert len(logged(proc, "worker_died")) >= MAX_DEATHS
+    died = logged(proc, "worker_died")
+    assert [e["restart_in_s"] for e in died] == [0.5, 1.0, 2.0, 4.0, 8.0]
     (failing,) = logged(proc, "workers_failing")
     assert failing["exit_code"] == 4
+    assert not spared.is_running() or spared.status() == psutil.STATUS_ZOMBIE

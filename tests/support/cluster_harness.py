@@ -183,6 +183,8 @@ class InterleavedCluster(RedisCluster):
         self.ops: dict[str, deque[QueueOp | Forward | Cooldown]] = {n: deque() for n in NODES}
         self.results: dict[str, deque[tuple[QueueOp, Any]]] = {n: deque() for n in NODES}
         self.inbox: dict[str, deque[Any]] = {n: deque() for n in NODES}
+        #: (peer, ticket) of every pairing a node refused (it answered ``Left``)
+        self.refused: list[tuple[str, int]] = []
 
     def _settle(self, origin: ClusterLobby, effects: list[Effect]) -> list[Effect]:
         out: list[Effect] = []
@@ -218,7 +220,16 @@ class InterleavedCluster(RedisCluster):
             op, result = self.results[name].popleft()
             return self._settle(node, node.queue_result(op, result, self.now))
         message = self.inbox[name].popleft()
-        return self._settle(node, node.deliver(message, self.now))
+        effects = node.deliver(message, self.now)
+        if isinstance(message, node_messages.Paired) and any(
+            isinstance(e, Forward) and isinstance(e.message, node_messages.Left) for e in effects
+        ):
+            self.refused.append((message.target, message.ticket))
+        return self._settle(node, effects)
+
+    def ticket_of(self, peer_id: str) -> int:
+        """The ticket of the peer's latest join, 0 if it does not wait."""
+        return self.lobby_of(peer_id)._tickets.get(peer_id, 0)
 
     def rejoin(self, name: str, *, first: bool) -> None:
         """The node lost Redis for a moment (nothing was lost) and re-joins its waiting peers:
