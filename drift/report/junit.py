@@ -41,9 +41,10 @@ class Case:
     error_type: str | None = None
 
     def __post_init__(self) -> None:
-        outcomes = [x for x in (self.failure, self.skipped, self.error) if x is not None]
-        if len(outcomes) > 1:
-            raise ValueError(f"case {self.name!r} has more than one of failure, error, skipped")
+        if self.failure is not None and self.skipped is not None:
+            raise ValueError(f"case {self.name!r} cannot both fail and be skipped")
+        if self.error is not None and (self.failure is not None or self.skipped is not None):
+            raise ValueError(f"case {self.name!r} cannot both be an error and fail or be skipped")
 
 
 def _text(value: object) -> str:

@@ -61,7 +61,7 @@ def test_the_fuzz_duration_default_in_testing_md() -> None:
 @pytest.mark.parametrize("name", sorted(DOCS))
 def test_commands_in_the_docs_say_python3(name: str) -> None:
     """Outside a virtualenv a Debian machine has python3 only."""
-    assert re.findall(r"(?<![\w./-])python -m\b", DOCS[name]) == []
+    assert re.findall(r"(?<![\w./-])python (?:-m\b|[\w./-]+\.py\b)", DOCS[name]) == []
 
 
 @pytest.mark.parametrize("name", sorted(DOCS))
