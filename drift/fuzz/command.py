@@ -31,6 +31,7 @@ from drift.fuzz.attack_command import run_attacks
 from drift.fuzz.attacks import ATTACKS, AttackConfig
 from drift.fuzz.mutate import KINDS
 from drift.fuzz.runner import FuzzConfig, FuzzReport, run_fuzz, stats_url
+from drift.harness.signals import interruptible
 
 #: Loggers whose ERROR records (or tracebacks) fail an embedded run.
 WATCHED_LOGGERS = ("drift", "aiohttp", "asyncio")
@@ -286,7 +287,8 @@ def fuzz(
     if not cfg.kinds:
         raise ConfigError("--skip-kind left no kind of frame to send")
     console.print(f"drift fuzz: seed {seed} (replay with --seed {seed})")
-    with LogWatch() as watch:
+    # SIGINT/SIGTERM: the in-process servers shut down as the loop unwinds; exit 130/143
+    with LogWatch() as watch, interruptible():
         report = asyncio.run(
             _run(cfg, console, embedded=url is None, interval=honest_interval, progress=progress)
         )

@@ -190,7 +190,7 @@ async def simulate_run(
             task.uncancel()
             code = signals.exit_code_for(signum)
             name = signal.Signals(signum).name
-            write_incomplete(
+            summary = write_incomplete(
                 folder,
                 kind="simulate",
                 verdict="interrupted",
@@ -203,7 +203,7 @@ async def simulate_run(
                 progress=progress.counts(),
             )
             console.print(f"[yellow]INTERRUPTED[/] ({name})  partial report: {folder}")
-            return SimulateResult(ExitCode(code), {"interrupted": True}, folder)
+            return SimulateResult(ExitCode(code), summary, folder)
         except TargetUnreachable as exc:
             write_incomplete(
                 folder,

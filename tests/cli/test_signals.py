@@ -125,7 +125,7 @@ def test_simulate_with_worker_processes_stops_cleanly(
     wait_until(has(child.pid, "drift", "serve"), START_TIMEOUT, what="the embedded server")
     wait_until(
         lambda: (
-            len([p for p in descendants(child.pid) if "forkserver" in " ".join(p.cmdline())]) >= 3
+            len([p for p in descendants(child.pid) if "forkserver" in cmdline(p)]) >= 3
         ),  # the fork server and the two workers it forked
         START_TIMEOUT,
         what="two peer worker processes",
