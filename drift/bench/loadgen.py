@@ -324,10 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_loadgen(spec: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
-    """Run the load client in its own process (see above) and return its JSON result."""
+def run_json_client(
+    module: str, spec: dict[str, Any], timeout: float = 180.0, what: str = "load client"
+) -> dict[str, Any]:
+    """``python3 -m module SPEC_JSON`` in its own process; the JSON its last line prints.
+
+    Every load client of the bench runs this way, so its CPU and memory never
+    mix with the measuring process's.
+    """
     done = subprocess.run(
-        [sys.executable, "-m", "drift.bench.loadgen", json.dumps(spec)],
+        [sys.executable, "-m", module, json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -335,10 +341,15 @@ def run_loadgen(spec: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
         check=False,
     )
     if done.returncode != 0:
-        raise DriftError(f"load client failed ({done.returncode}): {done.stderr[-3000:]}")
+        raise DriftError(f"{what} failed ({done.returncode}): {done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert isinstance(result, dict)
     return result
+
+
+def run_loadgen(spec: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
+    """Run the load client in its own process (see above) and return its JSON result."""
+    return run_json_client("drift.bench.loadgen", spec, timeout)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ from typing import Any, Final
 import aiohttp
 
 from drift import aio
-from drift.bench.loadgen import TIMEOUT, Servers
+from drift.bench.loadgen import TIMEOUT, Servers, run_json_client
 from drift.errors import DriftError
-from drift.harness.env import child_env
 from drift.harness.ports import free_port
 from drift.report.paths import reports_root
 
@@ -228,19 +227,7 @@ async def _client(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_client(spec: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
     """This module's load client in its own process; its JSON result."""
-    done = subprocess.run(
-        [sys.executable, "-m", "drift.bench.suites.peerjs", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DriftError(f"peerjs load client failed ({done.returncode}): {done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert isinstance(result, dict)
-    return result
+    return run_json_client("drift.bench.suites.peerjs", spec, timeout, "peerjs load client")
 
 
 def measure(script: Path, log_dir: Path, name: str, spec: dict[str, Any]) -> dict[str, Any]:
