@@ -11,7 +11,9 @@ between client frames, disconnects, clock ticks and Redis reconnects.
 What must hold whatever the order is what a client can see, from docs/protocol.md:
 each peer's frames follow the protocol's sequence (above all: ``matched`` as
 answerer only after ``waiting``; ``queue-full`` and ``unavailable`` only for a
-join not yet answered; relays only inside the receiver's room). Once all I/O has
+join not yet answered; relays only inside the receiver's room), and no node
+refuses a pairing of a peer that is still in the wait the queue paired (which
+its partner would see as ``matched`` then ``partner-left``). Once all I/O has
 settled, the shared queue holds exactly the peers that were told they wait,
 each room has one offerer and one answerer, and each node agrees with its peers.
 """
