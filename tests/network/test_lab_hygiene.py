@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drift.harness.waiting import wait_until
 from drift.netlab import namespaces as ns
 from drift.netlab.lab import NetworkLab
 from drift.netlab.profile import parse_profile
@@ -46,11 +46,8 @@ def host_state() -> dict[str, Any]:
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
     """Poll a real condition (the lab's namespaces, coturn) while the run lives."""
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} within {RUN_TIMEOUT} s"
-        time.sleep(0.05)  # between polls of a real condition, not instead of it
+    wait_until(lambda: proc.poll() is not None or condition(), RUN_TIMEOUT, what=what)
+    assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
 
 
 def lab_up(pid: int) -> bool:

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from drift.client.urls import ws_url
+from drift.harness.waiting import until
 from drift.serve.server import Server
 from tests.conftest import MakeServer
 from tests.support.wsclient import TIMEOUT, WsClient, pair
@@ -41,12 +42,14 @@ async def stats_of(server: Server) -> dict[str, Any]:
 
 async def wait_for_stats(server: Server, **expected: int) -> dict[str, Any]:
     """Poll /stats until it shows ``expected``: the server cleans up after the socket closes."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            stats = await stats_of(server)
-            if all(stats[k] == v for k, v in expected.items()):
-                return stats
-            await asyncio.sleep(0.02)
+    last: dict[str, Any] = {}
+
+    async def shows_expected() -> bool:
+        last.update(await stats_of(server))
+        return all(last[k] == v for k, v in expected.items())
+
+    await until(shows_expected, TIMEOUT)
+    return last
 
 
 # ---------------------------------------------------------------- HTTP
