@@ -81,12 +81,12 @@ COMMANDS: Final[dict[str, Entry]] = {
 #: The modules each extra of pyproject.toml brings (tests/cli checks both agree):
 #: found missing, the command that needs the extra names it instead of failing.
 EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
-    "simulate": ("aiortc", "aioice", "av", "numpy"),
+    "simulate": ("aiortc", "aioice", "av", "numpy", "OpenSSL"),
     "loadtest": ("locust", "gevent", "websocket", "psutil"),
-    "network": ("aiortc", "aioice", "av", "numpy", "pyroute2", "cryptography"),
+    "network": ("aiortc", "aioice", "av", "numpy", "OpenSSL", "pyroute2", "cryptography"),
     "bench": (
-        *("aiortc", "aioice", "av", "numpy", "locust", "gevent", "websocket", "psutil"),
-        "pyinstrument",
+        *("aiortc", "aioice", "av", "numpy", "OpenSSL", "locust", "gevent", "websocket"),
+        *("psutil", "pyinstrument"),
     ),
 }
 

@@ -31,6 +31,7 @@ from aiortc.sdp import candidate_from_sdp
 from drift.client.signaling import ConnectionClosed, ProtocolViolation, SignalingClient
 from drift.core import protocol as p
 from drift.simulate import handshake as hs
+from drift.simulate.certificates import peer_connection
 from drift.simulate.dialect import Dialect
 from drift.simulate.media import FrameCounter, IdentityTrack, identity_code
 from drift.simulate.records import Failure, RoundRecord
@@ -130,7 +131,7 @@ class Call:
         self.servers = servers
         self.settings = settings
         self.dialect = dialect
-        self.pc = RTCPeerConnection(rtc_configuration(servers, settings.ice_policy))
+        self.pc = peer_connection(rtc_configuration(servers, settings.ice_policy))
         self.channel: RTCDataChannel | None = None
         self.handshake: hs.Handshake | None = None
         self.failure: asyncio.Future[PeerFailed] = asyncio.get_running_loop().create_future()

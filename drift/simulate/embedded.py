@@ -12,11 +12,14 @@ import asyncio
 import json
 import urllib.request
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from drift.client.urls import ws_url
 from drift.errors import DriftError
 from drift.harness.serve import ServeProcess
+
+if TYPE_CHECKING:
+    from drift.simulate.settings import Settings
 
 #: flags the report prints, so a reader knows what the target was
 SERVER_NOTE: Final = "embedded reference server, per-IP connection cap off, queue timeout off"
@@ -48,6 +51,23 @@ class EmbeddedServer:
         self.process: ServeProcess | None = None
         self.pid = 0
 
+    @classmethod
+    def for_run(cls, settings: Settings, folder: Path, **lab: Any) -> EmbeddedServer:
+        """The server of one run (its log in the report folder); ``lab``: a --network
+        run's host, STUN and TURN options, which replace the settings' own."""
+        options: dict[str, Any] = {
+            "turn_urls": settings.turn_urls,
+            "turn_secret": settings.turn_secret,
+            "turn_ttl": settings.turn_ttl,
+            **lab,
+        }
+        return cls(
+            peers=settings.peers,
+            faults=settings.server_faults,
+            log=folder / "server.log",
+            **options,
+        )
+
     @property
     def ws_url(self) -> str:
         return ws_url(self.http_url)
@@ -71,17 +91,26 @@ class EmbeddedServer:
             argv += ["--turn-ttl", f"{self.turn_ttl:g}"]
         return argv
 
-    async def start(self, timeout: float = 30.0) -> str:
+    def spawn(self, timeout: float = 30.0) -> None:
+        """Start the process without waiting for it; :meth:`start` waits."""
+        if self.process is not None:
+            return
         # Through the environment, never argv, where any local user could read it with ps.
         env = {"DRIFT_TURN_SECRET": self.turn_secret} if self.turn_secret else {}
         self.process = ServeProcess(
             self.argv(), self.log, host=self.host, env=env, ready_timeout=timeout
         )
+        self.process.spawn()
+        self.pid = self.process.pid
+
+    async def start(self, timeout: float = 30.0) -> str:
+        """Spawned (unless it was) and ready: its ``ws://`` URL."""
+        self.spawn(timeout)
+        assert self.process is not None
         try:
-            self.http_url = await asyncio.to_thread(self.process.start)
+            self.http_url = await asyncio.to_thread(self.process.wait_ready)
         except DriftError as exc:
             raise DriftError(f"the embedded server did not start: {exc}") from None
-        self.pid = self.process.pid
         return self.ws_url
 
     def stats(self) -> dict[str, object]:
@@ -116,3 +145,8 @@ class EmbeddedServer:
         """SIGTERM (the server drains), SIGKILL after ``timeout``."""
         if self.process is not None:
             await asyncio.to_thread(self.process.stop, timeout)
+
+    def stop_now(self) -> None:
+        """From synchronous code, when the run could not stop it: SIGTERM, SIGKILL after 2 s."""
+        if self.process is not None:
+            self.process.stop(2.0)

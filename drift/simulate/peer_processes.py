@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
-import multiprocessing.forkserver
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 
+from drift.simulate.forkserver import worker_context
 from drift.simulate.records import PeerRecord
 from drift.simulate.runner import (
     Coordinator,
@@ -125,40 +123,8 @@ def _worker_main(
     conn.close()
 
 
-#: What every worker needs; the fork server imports it once, each fork inherits it.
-_PRELOAD = ["drift.simulate.peer_processes", "drift.simulate.peer", "drift.aio"]
-
-
-def _context() -> multiprocessing.context.ForkServerContext:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    return ctx
-
-
-def prestart(procs: int) -> None:
-    """Begin the peers' imports now, so that they overlap the target's start-up.
-
-    With ``procs`` > 1, start the fork server: workers are forked from it, not
-    spawned (a spawned worker would pay for importing aiortc itself, after the
-    run has started), and this process never imports aiortc at all. With one
-    process, import the peer modules in a thread while the event loop waits
-    for the embedded server to print its URL (~0.3 s of otherwise idle wall
-    time; measured in docs/performance.md).
-    """
-    if procs > 1:
-        _context()
-        multiprocessing.forkserver.ensure_running()
-        return
-    threading.Thread(target=_import_peers, name="drift-preload", daemon=True).start()
-
-
-def _import_peers() -> None:
-    for name in _PRELOAD:
-        importlib.import_module(name)
-
-
 async def run_in_workers(spec: RunSpec, procs: int, on_tick: OnTick) -> Merged:
-    ctx = _context()
+    ctx = worker_context()
     coordinator = Coordinator(procs)
     loop = asyncio.get_running_loop()
     results: dict[int, tuple[int, list[PeerRecord]]] = {}

@@ -121,7 +121,7 @@ class WorkerRun:
         # Imported here, not at the top: the process that only coordinates
         # workers (``--procs`` > 1) never loads aiortc or aiohttp's client, and a
         # single-process run imports them while the embedded server starts
-        # (:func:`drift.simulate.peer_processes.prestart`).
+        # (:func:`drift.simulate.forkserver.prestart`).
         from drift.simulate.peer import Release
 
         self.spec = spec

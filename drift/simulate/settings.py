@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 #: One process runs ~250 pairs in a couple of seconds on one core; below a few
 #: hundred peers a second process costs more to start than it saves.
@@ -68,6 +68,13 @@ class Settings:
         if self.procs is not None:
             return self
         return dataclasses.replace(self, procs=auto_procs(self.peers))
+
+    def report_options(self) -> dict[str, Any]:
+        """The settings as a report shows them: never the TURN secret."""
+        options = dataclasses.asdict(self)
+        for key in ("urls", "report_dir", "live", "server_faults", "turn_secret"):
+            options.pop(key)
+        return options
 
     def for_peers(self) -> Settings:
         """What peer processes get: everything but the TURN secret, which they never need."""

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from drift.bench.command import bench
-from drift.bench.suites.simulate_overhead import timed_process
+from drift.bench.suites.simulate_overhead import BARE_SCRIPT, timed_process
 
 # A parent that exits at once, leaving a grandchild that then burns CPU: what the
 # fork server and workers of ``drift simulate --procs 2`` do to a naive timer.
@@ -62,3 +62,13 @@ def test_bench_simulate_compares_whole_processes(
     assert rep["readme"]["media_pairs_verified"] >= 1
     assert cpu["values"] == [pytest.approx(rep["one_process"]["cpu_s"] * 1000 / 50)]
     assert result.exit_code in (0, 1), result.output
+
+
+def test_the_bare_loop_splits_its_pairs_over_processes_and_reaps_them() -> None:
+    argv = [sys.executable, str(BARE_SCRIPT), "--pairs", "6", "--procs", "2"]
+    timed = timed_process([*argv, "--concurrency", "2"])
+    assert timed.code == 0, timed.stdout
+    line = json.loads(timed.stdout.strip().splitlines()[-1])
+    assert line["pairs"] == 6 and line["wall_s"] > 0
+    # the forked shares' CPU is the run's: more than an interpreter start alone
+    assert timed.cpu_s > 0.2

@@ -22,7 +22,7 @@ from drift.exitcodes import ExitCode
 from drift.harness.waiting import until
 from drift.serve.server import Server
 from drift.simulate.call_reports import delta, mismatches
-from drift.simulate.command import Settings, simulate_run
+from drift.simulate.run import Settings, simulate_run
 from tests.conftest import MakeServer
 from tests.simulate.test_simulate_cli import simulate
 

@@ -25,7 +25,7 @@ from drift.harness.child import Child
 from drift.proxy.faults import EXPECTED_KIND, WireFault
 from drift.proxy.server import FaultProxy
 from drift.serve.server import Server
-from drift.simulate.command import Settings, SimulateResult, simulate_run
+from drift.simulate.run import Settings, SimulateResult, simulate_run
 
 MakeServer = Callable[..., Awaitable[Server]]
 Proxied = Callable[..., Awaitable[FaultProxy]]

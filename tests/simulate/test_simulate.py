@@ -15,11 +15,11 @@ from rich.console import Console
 from drift.client.urls import ws_url
 from drift.exitcodes import ExitCode
 from drift.serve.server import Server
-from drift.simulate.command import Settings, simulate_run
 from drift.simulate.interop import run_one_peer
 from drift.simulate.loopback import configure_interfaces, loopback_only
 from drift.simulate.media import identity_code, luma_of, paint, read_luma
 from drift.simulate.records import Failure, Outcome, PeerRecord, RoundRecord
+from drift.simulate.run import Settings, simulate_run
 from drift.simulate.runner import Coordinator, Snapshot
 from drift.simulate.sdp import read_tag, split_candidates, tag_sdp
 from drift.simulate.verify import classify

@@ -26,9 +26,9 @@ from drift.errors import ConfigError
 from drift.exitcodes import ExitCode
 from drift.harness.coturn import Coturn
 from drift.harness.ports import free_port
-from drift.simulate.command import Settings, SimulateResult, simulate_run
 from drift.simulate.embedded import EmbeddedServer
 from drift.simulate.records import Failure, PeerRecord, RoundRecord
+from drift.simulate.run import Settings, SimulateResult, simulate_run
 from drift.simulate.sdp import candidate_types
 from drift.simulate.verify import classify
 from tests.conftest import MakeServer

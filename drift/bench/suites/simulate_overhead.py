@@ -60,6 +60,8 @@ TARGET_RATIO: Final = 1.25
 #: Scale targets on a 2-core machine (absolute: no baseline process can do this run).
 TARGET_PEERS_PER_S: Final = 600.0
 TARGET_MIB_PER_PEER: Final = 0.2
+#: Peers of the rate and memory rows (a full run only).
+SCALE_PEERS: Final = 10_000
 #: Peers held at once through two server workers sharing Redis (a full run only).
 CLUSTER_PEERS: Final = 20_000
 CLUSTER_TIMEOUT: Final = 60
@@ -139,8 +141,21 @@ def _tree(argv: list[str]) -> int:
     return 0
 
 
-def bare(pairs: int) -> Timed:
-    return timed_process([sys.executable, str(BARE_SCRIPT), "--pairs", str(pairs)])
+def bare(pairs: int, *flags: str) -> Timed:
+    return timed_process([sys.executable, str(BARE_SCRIPT), "--pairs", str(pairs), *flags])
+
+
+def bare_scale(procs: int) -> tuple[Timed, float]:
+    """The bare loop at the rate row's scale: its process, and peers connected per second.
+
+    :data:`SCALE_PEERS` peers (half as many pairs) over ``procs`` forked
+    processes, 500 pairs in flight each (drift's default ``--concurrency``);
+    the rate is over its in-process wall time, as drift's is over its peer phase.
+    """
+    pairs = SCALE_PEERS // 2
+    timed = bare(pairs, "--procs", str(procs), "--concurrency", "500")
+    wall = json.loads(timed.stdout.strip().splitlines()[-1])["wall_s"] if timed.code == 0 else 0
+    return timed, (SCALE_PEERS / wall if wall else 0.0)
 
 
 def simulate(folder: Path, *argv: str) -> tuple[Timed, dict[str, Any]]:
@@ -167,7 +182,7 @@ def run(bench: Bench) -> Outcome:
     cluster = scale and shutil.which("redis-server") is not None
     if scale and not cluster:
         bench.log("[yellow]20,000 peers through two workers + Redis: skipped (no redis-server)[/]")
-    bench.begin("simulate overhead", reps * 3 + (2 if scale else 0) + (1 if cluster else 0))
+    bench.begin("simulate overhead", reps * 3 + (3 if scale else 0) + (1 if cluster else 0))
     raw: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="drift-bench-sim-") as tmp:
         for rep in range(1, reps + 1):
@@ -193,6 +208,11 @@ def run(bench: Bench) -> Outcome:
                 t, s = simulate(Path(tmp) / "rate", "--peers", "10000", "--media-fraction", "0")
                 _check(bench, "10,000 peers", t, s)
                 big["rate"] = _record(t, s)
+            procs = int(big["rate"].get("procs") or 1)
+            with bench.step(f"bare aiortc, {SCALE_PEERS // 2:,} pairs over {procs} processes"):
+                t, rate = bare_scale(procs)
+                big["bare_rate"] = {"wall_s": t.wall_s, "cpu_s": t.cpu_s, "code": t.code}
+                big["bare_rate"].update({"procs": procs, "peers_per_s": rate})
             with bench.step("drift simulate --peers 10000 --hold 30 --concurrency 5000"):
                 t, s = simulate(
                     Path(tmp) / "hold",
@@ -257,6 +277,7 @@ def _record(timed: Timed, summary: dict[str, Any]) -> dict[str, Any]:
         "media_pairs_verified": summary.get("media_pairs_verified", 0),
         "peer_phase_s": summary.get("wall_s"),
         "peers_per_s": summary.get("peers_per_s"),
+        "procs": (summary.get("settings") or {}).get("procs"),
         "per_peer_mib": rss.get("per_peer", 0) / 2**20,
         "workers_rss_bytes": rss.get("workers"),
         "server_rss_bytes": rss.get("server"),
@@ -301,11 +322,14 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
     ]
     if "rate" in big:
         rate = big["rate"]
+        drift_rate = (
+            2 * rate["verified_pairs"] / rate["peer_phase_s"] if rate["peer_phase_s"] else 0
+        )
         rows.append(
             Row(
                 "verified peers/s, `--peers 10000 --media-fraction 0` (one run)",
                 "/s",
-                [2 * rate["verified_pairs"] / rate["peer_phase_s"] if rate["peer_phase_s"] else 0],
+                [drift_rate],
                 "target",
                 [TARGET_PEERS_PER_S],
                 target=1.0,
@@ -313,6 +337,20 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
                 digits=0,
             )
         )
+        if "bare_rate" in big:
+            b = big["bare_rate"]
+            rows.append(
+                Row(
+                    "verified peers/s at 10,000 peers against bare aiortc on the same "
+                    "processes (no signaling; the ceiling of the row above)",
+                    "/s",
+                    [drift_rate],
+                    f"bare aiortc, {SCALE_PEERS // 2:,} pairs, {b['procs']} processes",
+                    [b["peers_per_s"]],
+                    higher_is_better=True,
+                    digits=0,
+                )
+            )
     if "hold" in big:
         hold = big["hold"]
         rows.append(
@@ -402,6 +440,14 @@ def _section(
             )
             if x["verdict"] != "pass":
                 lines.append(f"  Outcomes {x['outcomes']}; failures: {_failures(x)}.")
+    if "bare_rate" in big:
+        b = big["bare_rate"]
+        lines.append("")
+        lines.append(
+            f"- bare aiortc, {SCALE_PEERS // 2:,} pairs over {b['procs']} forked processes, "
+            f"500 in flight each: {b['peers_per_s']:.0f} peers/s, process wall "
+            f"{b['wall_s']:.1f} s, CPU {b['cpu_s']:.1f} s (exit {b['code']})."
+        )
     return Section("Simulate (bench)", "\n".join(lines))
 
 
