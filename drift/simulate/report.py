@@ -7,6 +7,7 @@ the HTML page and the terminal table, so they cannot disagree.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import html
 import json
@@ -391,13 +392,20 @@ def timeline(
                     intervals.append(("verified", rnd.t_verified, rnd.t_end or end))
         final = "failed" if rec.outcome == Outcome.FAILED else "done"
         intervals.append((final, end, t1 + 1.0))
-    for t in grid:
-        counts = dict.fromkeys(_TIMELINE_STATES, 0)
-        for state, a, b in intervals:
-            if a <= t < b:
-                counts[state] += 1
-        for state in _TIMELINE_STATES:
-            series[state].append((t - t0, float(counts[state])))
+    # A state's count at t is how many of its intervals began at or before t
+    # minus how many ended by then: two sorted lists and a bisection per grid
+    # point, rather than every interval at every point (0.7 s at 10,000 peers).
+    starts: dict[str, list[float]] = {s: [] for s in _TIMELINE_STATES}
+    ends: dict[str, list[float]] = {s: [] for s in _TIMELINE_STATES}
+    for state, a, b in intervals:
+        if a < b:
+            starts[state].append(a)
+            ends[state].append(b)
+    for state in _TIMELINE_STATES:
+        begun, over = sorted(starts[state]), sorted(ends[state])
+        for t in grid:
+            count = bisect.bisect_right(begun, t) - bisect.bisect_right(over, t)
+            series[state].append((t - t0, float(count)))
     return series
 
 

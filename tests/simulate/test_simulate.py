@@ -240,3 +240,26 @@ async def test_odd_peer_out_outlives_the_servers_queue_timeout(
     assert result.summary["outcomes"] == {"verified": 2, "waiting": 1, "failed": 0}
     assert server.lobby.counters.errors.get("queue-timeout", 0) >= 1
     assert (tmp_path / "report.html").exists()
+
+
+def test_the_timeline_counts_each_state_where_it_holds() -> None:
+    from drift.simulate.report import timeline
+
+    records = [
+        # joined at 0, matched at 1, verified at 2, room ended at 3; done at 3
+        peer(0, [rnd("r", "offerer", t_join=0.0, t_matched=1.0, t_verified=2.0, t_end=3.0)]),
+        # never matched: waiting from 0.5 until it failed at 4
+        peer(1, [rnd("r2", "answerer", t_join=0.5, t_matched=None, verified=False)]),
+    ]
+    records[0].t_done = 3.0
+    records[1].t_done = 4.0
+    records[1].outcome = Outcome.FAILED
+    series = timeline(records, points=9)  # every 0.5 s from 0 to 4
+
+    def at(state: str, t: float) -> float:
+        return dict(series[state])[t]
+
+    assert [at("waiting", t) for t in (0.0, 0.5, 1.0, 2.0, 3.5)] == [1, 2, 1, 1, 1]
+    assert [at("negotiating", t) for t in (0.5, 1.0, 1.5, 2.0)] == [0, 1, 1, 0]
+    assert [at("verified", t) for t in (1.5, 2.0, 2.5, 3.0)] == [0, 1, 1, 0]
+    assert (at("done", 2.5), at("done", 3.0), at("failed", 3.5), at("failed", 4.0)) == (0, 1, 0, 1)
