@@ -60,6 +60,8 @@ TARGET_RATIO: Final = 1.25
 #: Scale targets on a 2-core machine (absolute: no baseline process can do this run).
 TARGET_PEERS_PER_S: Final = 600.0
 TARGET_MIB_PER_PEER: Final = 0.2
+#: The larger run of the marginal CPU row (a full run only).
+MARGINAL_PEERS: Final = 2_000
 #: Peers of the rate and memory rows (a full run only).
 SCALE_PEERS: Final = 10_000
 #: Peers held at once through two server workers sharing Redis (a full run only).
@@ -182,7 +184,8 @@ def run(bench: Bench) -> Outcome:
     cluster = scale and shutil.which("redis-server") is not None
     if scale and not cluster:
         bench.log("[yellow]20,000 peers through two workers + Redis: skipped (no redis-server)[/]")
-    bench.begin("simulate overhead", reps * 3 + (3 if scale else 0) + (1 if cluster else 0))
+    per_rep = 5 if scale else 3
+    bench.begin("simulate overhead", reps * per_rep + (3 if scale else 0) + (1 if cluster else 0))
     raw: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="drift-bench-sim-") as tmp:
         for rep in range(1, reps + 1):
@@ -201,6 +204,19 @@ def run(bench: Bench) -> Outcome:
                 )
                 _check(bench, "--procs 1", t, s)
                 r["one_process"] = _record(t, s)
+            if scale:
+                # the same two commands at MARGINAL_PEERS: the CPU each extra pair costs
+                with bench.step(f"rep {rep}: bare aiortc process, {MARGINAL_PEERS // 2} pairs"):
+                    b = bare(MARGINAL_PEERS // 2, "--concurrency", "500")
+                    r["bare_big"] = {"wall_s": b.wall_s, "cpu_s": b.cpu_s, "code": b.code}
+                with bench.step(f"rep {rep}: drift simulate --peers {MARGINAL_PEERS} --procs 1"):
+                    t, s = simulate(
+                        Path(tmp) / f"big{rep}",
+                        *("--peers", str(MARGINAL_PEERS), "--procs", "1"),
+                        *("--media-fraction", "0"),
+                    )
+                    _check(bench, f"--peers {MARGINAL_PEERS} --procs 1", t, s)
+                    r["one_process_big"] = _record(t, s)
             raw.append(r)
         big: dict[str, Any] = {}
         if scale:
@@ -288,6 +304,18 @@ def _per_pair_ms(cpu_s: float, pairs: int) -> float:
     return cpu_s * 1000 / pairs if pairs else float("nan")
 
 
+def _marginal_ms(low: dict[str, Any], high: dict[str, Any], pairs: int, more: int) -> float:
+    """CPU ms per pair between two runs of one command: what each extra pair costs.
+
+    A drift run counts its verified pairs; a bare run connects all it was given.
+    """
+    low_pairs = int(low.get("verified_pairs", pairs))
+    high_pairs = int(high.get("verified_pairs", more))
+    if high_pairs <= low_pairs:
+        return float("nan")
+    return float(high["cpu_s"] - low["cpu_s"]) * 1000 / (high_pairs - low_pairs)
+
+
 def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Row]:
     pairs = peers // 2
     bare_name = f"bare aiortc process, {pairs} pairs"
@@ -320,6 +348,18 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
             [r["bare"]["wall_s"] for r in raw],
         ),
     ]
+    if raw and "one_process_big" in raw[0]:
+        small, large = pairs, MARGINAL_PEERS // 2
+        rows.append(
+            Row(
+                f"marginal CPU per pair, `--procs 1 --media-fraction 0`, {peers:,} -> "
+                f"{MARGINAL_PEERS:,} peers (fixed costs cancel out)",
+                "ms",
+                [_marginal_ms(r["one_process"], r["one_process_big"], small, large) for r in raw],
+                f"bare aiortc process, {small} -> {large} pairs",
+                [_marginal_ms(r["bare"], r["bare_big"], small, large) for r in raw],
+            )
+        )
     if "rate" in big:
         rate = big["rate"]
         drift_rate = (
@@ -419,6 +459,20 @@ def _section(
             f"{m['media_pairs_verified']}) "
             f"| {o['wall_s']:.2f} / {o['cpu_s']:.2f} s ({o['verified_pairs']}) |"
         )
+    if raw and "one_process_big" in raw[0]:
+        lines += [
+            "",
+            f"| rep | bare, {MARGINAL_PEERS // 2} pairs (500 in flight) wall / CPU "
+            f"| `--peers {MARGINAL_PEERS} --procs 1 --media-fraction 0` wall / CPU "
+            "(verified pairs) |",
+            "|---|---|---|",
+        ]
+        for i, r in enumerate(raw, 1):
+            b, o = r["bare_big"], r["one_process_big"]
+            lines.append(
+                f"| {i} | {b['wall_s']:.2f} / {b['cpu_s']:.2f} s "
+                f"| {o['wall_s']:.2f} / {o['cpu_s']:.2f} s ({o['verified_pairs']}) |"
+            )
     labels = (
         ("rate", "10,000 peers, no media"),
         ("hold", "10,000 peers held 30 s"),
