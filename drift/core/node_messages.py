@@ -23,7 +23,9 @@ the entry hands it back (in :class:`Paired`, :class:`Matched`,
 peer's *latest* join or a stale one (see :mod:`drift.core.cluster`).
 
 Encoded as JSON arrays (``["paired", ...]``): compact, and decoding validates
-the whole message in one msgspec pass.
+the whole message in one msgspec pass. One is made for every frame relayed
+between nodes, and none can hold a reference cycle (strings and numbers only):
+``gc=False`` keeps them out of the cyclic garbage collector's counts.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ Part = Literal["waited", "newcomer"]
 # ---------------------------------------------------------------- node -> node
 
 
-class Paired(Struct, frozen=True, array_like=True, tag="paired"):
+class Paired(Struct, frozen=True, array_like=True, gc=False, tag="paired"):
     target: str
     #: the ticket of target's queue entry that was popped
     ticket: int
@@ -51,21 +53,21 @@ class Paired(Struct, frozen=True, array_like=True, tag="paired"):
     part: Part
 
 
-class Relay(Struct, frozen=True, array_like=True, tag="relay"):
+class Relay(Struct, frozen=True, array_like=True, gc=False, tag="relay"):
     target: str
     sender: str
     room: str
     frame: str
 
 
-class Left(Struct, frozen=True, array_like=True, tag="left"):
+class Left(Struct, frozen=True, array_like=True, gc=False, tag="left"):
     target: str
     sender: str
     room: str
     reason: LeaveReason
 
 
-class Requeue(Struct, frozen=True, array_like=True, tag="requeue"):
+class Requeue(Struct, frozen=True, array_like=True, gc=False, tag="requeue"):
     target: str
     ticket: int
 

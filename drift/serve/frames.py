@@ -6,10 +6,12 @@ gate reads only the frame headers of each chunk (a few operations per frame,
 payloads are skipped, never copied) before passing the chunk on, and
 
 - bills every frame the core will not see — control frames and non-final
-  fragments — to the connection's budget (``on_frames``); the final frame of a
+  fragments — to the connection's budget (``Owner.on_frames``); the final frame of a
   message is billed by the core when the message arrives;
 - reports an unmasked client frame (RFC 6455 5.1: the server must close the
-  connection; aiohttp accepts it) through ``on_violation``;
+  connection; aiohttp accepts it) through ``Owner.on_violation``;
+- marks the connection as heard from (``Owner.idle = 0``), which is all the
+  heartbeat (:mod:`drift.serve.heartbeat`) needs per chunk;
 - once the server has decided to close (:meth:`shut`), passes on at most
   :data:`CLOSE_ALLOWANCE` more bytes — room for the peer's close reply —,
   throws away (unparsed) at most :data:`DISCARD_LIMIT` more, and then stops
@@ -26,7 +28,6 @@ unparsed costs about a hundred reads: the parsing is what a flood made expensive
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final, Protocol
 
 #: Bytes still parsed after the close decision: a close reply is 8 bytes.
@@ -36,6 +37,19 @@ DISCARD_LIMIT: Final = 16 << 20
 _PASSED: Final = (False, b"")
 #: Frames billed at a time while a chunk is scanned.
 _STEP: Final = 64
+
+
+class Owner(Protocol):
+    """The connection a gate reports to (one object per connection, no closures)."""
+
+    #: reset to 0 whenever the client sends a byte (the heartbeat's measure of silence)
+    idle: int
+
+    def on_frames(self, frames: int) -> None:
+        """Bill ``frames`` frames the core will not see to the connection's budget."""
+
+    def on_violation(self) -> None:
+        """The client sent an unmasked frame."""
 
 
 class Parser(Protocol):
@@ -52,29 +66,27 @@ class FrameGate:
     __slots__ = (
         "_allowance",
         "_billing",
+        "_closed",
         "_discard",
+        "_eof",
         "_head",
         "_inner",
-        "_on_frames",
-        "_on_violation",
+        "_owner",
         "_skip",
         "_transport",
-        "closed",
     )
 
     def __init__(
         self,
         transport: asyncio.Transport,
-        on_frames: Callable[[int], None],
-        on_violation: Callable[[], None],
+        owner: Owner,
         *,
         billing: bool = True,
         stop_after_close: bool = True,
     ) -> None:
         self._inner: Parser | None = None
         self._transport = transport
-        self._on_frames = on_frames
-        self._on_violation = on_violation
+        self._owner = owner
         self._billing = billing
         #: payload bytes of the current frame not seen yet
         self._skip = 0
@@ -83,8 +95,10 @@ class FrameGate:
         #: -1 while open; bytes still passed on once shut (-2: never stop, unsafe)
         self._allowance = -1 if stop_after_close else -2
         self._discard = DISCARD_LIMIT
-        #: done once the socket is gone (aiohttp feeds the reader its EOF then)
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: the socket is gone (aiohttp feeds the reader its EOF then)
+        self._eof = False
+        #: made only for whoever waits for the EOF (a future per socket costs ~150 B)
+        self._closed: asyncio.Future[None] | None = None
 
     def attach(self, inner: Parser) -> FrameGate:
         self._inner = inner
@@ -95,9 +109,18 @@ class FrameGate:
         if self._allowance == -1:
             self._allowance = CLOSE_ALLOWANCE
 
+    def closed(self) -> asyncio.Future[None]:
+        """Done once the socket is gone."""
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+            if self._eof:
+                self._closed.set_result(None)
+        return self._closed
+
     def feed_eof(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._eof = True
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         if self._inner is not None:
             self._inner.feed_eof()
 
@@ -106,6 +129,8 @@ class FrameGate:
         assert inner is not None, "attach() the reader first"
         if type(data) is not bytes:
             data = bytes(data)
+        owner = self._owner
+        owner.idle = 0
         if self._allowance >= 0:
             return self._closing(inner, data)
         buf = self._head + data if self._head else data
@@ -116,10 +141,10 @@ class FrameGate:
             # the first steps, not scanned to its end first.
             pos, billed = self._scan(buf, pos)
             if billed < 0:
-                self._on_violation()
+                owner.on_violation()
                 return self._closing(inner, b"")
             if billed and self._billing:
-                self._on_frames(billed)
+                owner.on_frames(billed)
                 if self._allowance >= 0:  # the bill ended in a close
                     return self._closing(inner, data)
         return inner.feed_data(data)

@@ -111,6 +111,14 @@ class SocketGate:
             transport.abort()
 
 
+#: aiohttp's names for the per-socket HTTP parser and request queue (slots of
+#: its protocol); on an aiohttp without them nothing is freed.
+_HTTP_STATE_FREEABLE: Final = all(
+    hasattr(RequestHandler, name) for name in ("_parser", "_messages", "_upgraded")
+)
+_NO_MESSAGES: Final = ()
+
+
 class DriftRequestHandler(RequestHandler):
     """aiohttp's per-socket protocol, with drift's error answers and frame gate."""
 
@@ -127,6 +135,15 @@ class DriftRequestHandler(RequestHandler):
         # The gate stands in for the reader: aiohttp calls only feed_data/feed_eof.
         wrapped: Any = gate.attach(parser) if gate is not None else parser
         super().set_parser(wrapped, data_received_cb)
+        if _HTTP_STATE_FREEABLE and self._upgraded:
+            # The socket speaks WebSocket from here on: aiohttp never parses
+            # HTTP on it again (nor queues a request), yet would keep its HTTP
+            # parser and an empty request queue (~1.4 KB) for the socket's life.
+            # None and an empty tuple are what its code already copes with
+            # (it checks the parser for None, the queue only for emptiness),
+            # and an append to the tuple would fail loudly, not silently.
+            self._parser = None
+            self._messages = _NO_MESSAGES  # type: ignore[assignment]
 
     def handle_error(
         self,

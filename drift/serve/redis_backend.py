@@ -16,7 +16,12 @@ effects and feeds it what Redis answers:
   loses Redis puts its waiting peers back in the queue when Redis returns.
 
 All operations of one node go through one ordered worker, batched into a
-pipeline: a peer's ``join`` can never overtake its ``leave``.
+pipeline: a peer's ``join`` can never overtake its ``leave``, and every message
+a node publishes leaves in the order its core emitted it (a ``Paired`` before
+the relays of that room, a cooldown before the ``Left`` that lets the partner
+join again). That stream and the inbox subscription carry every relayed frame,
+so they speak RESP themselves (:mod:`drift.serve.resp`); the rest goes through
+redis-py.
 
 Keys (prefix ``drift:`` by default; a single Redis, not Redis Cluster, since
 the scripts touch keys they compute):
@@ -37,19 +42,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from drift.core import node_messages
 from drift.core.call_report import merge_snapshots
 from drift.core.cluster import ClusterLobby
 from drift.core.lobby import Cooldown, Effect, Forward, QueueOp
+from drift.serve.resp import Address, Command, Connection, Publisher, RespError, pack
 
 log = logging.getLogger("drift.redis")
 
@@ -193,6 +200,16 @@ def queue_op_args(
 
 Apply = Callable[[Sequence[Effect]], Awaitable[None]]
 
+#: What a Redis that cannot be reached, or that refused a command, raises on either path.
+UNREACHABLE: Final = (RedisError, OSError, RespError)
+#: Seconds to connect; seconds for the replies of one batch.
+CONNECT_TIMEOUT: Final = 0.5
+REPLY_TIMEOUT: Final = 2.0
+#: Most operations in one round trip: bounds a batch's write and its wait for replies.
+MAX_BATCH: Final = 1024
+_REPLY_OFF: Final = pack(("CLIENT", "REPLY", "OFF"))
+_REPLY_ON: Final = pack(("CLIENT", "REPLY", "ON"))
+
 
 class RedisBackend:
     def __init__(
@@ -224,18 +241,29 @@ class RedisBackend:
         self._misses_for_dead = misses_for_dead
         self._misses: dict[str, int] = {}
         self._run_id: str | None = None
-        self._ops: asyncio.Queue[QueueOp | Forward | Cooldown] = asyncio.Queue()
+        # The worker's queue: a plain list it takes whole, since every relayed
+        # frame passes through it (an asyncio.Queue costs several calls per item).
+        self._pending: list[QueueOp | Forward | Cooldown] = []
+        self._has_work = asyncio.Event()
+        #: set while nothing is pending or in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: node -> PUBLISH on its inbox channel
+        self._inboxes: dict[str, Publisher] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._address = Address.from_url(url)
+        #: the ordered command stream of the worker; None until (re)connected
+        self._stream: Connection | None = None
+        self._script_shas = {
+            op: hashlib.sha1(source.encode()).hexdigest() for op, source in QUEUE_SCRIPTS.items()
+        }
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
             decode_responses=True,
-            socket_connect_timeout=0.5,
-            socket_timeout=2.0,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=REPLY_TIMEOUT,
             health_check_interval=0,
         )
-        self._scripts = {
-            op: self.redis.register_script(source) for op, source in QUEUE_SCRIPTS.items()
-        }
         self._sweep = self.redis.register_script(SWEEP_SCRIPT)
 
     # ------------------------------------------------------------ lifecycle
@@ -259,6 +287,7 @@ class RedisBackend:
         # draining server from exiting.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
+        self._drop_stream()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await self.redis.delete(self._pre + "node:" + self.node)
@@ -267,20 +296,26 @@ class RedisBackend:
             await asyncio.wait_for(self.redis.aclose(), 1.0)
 
     async def _drain(self) -> None:
-        await self._ops.join()
+        await self._idle.wait()
 
     def submit(self, effect: QueueOp | Forward | Cooldown) -> None:
-        self._ops.put_nowait(effect)
+        pending = self._pending
+        pending.append(effect)
+        if len(pending) == 1:
+            self._idle.clear()
+            self._has_work.set()
 
     # ------------------------------------------------------------ ordered worker
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch: list[QueueOp | Forward | Cooldown] = [await self._ops.get()]
-            while not self._ops.empty() and len(batch) < 512:
-                batch.append(self._ops.get_nowait())
-            taken = len(batch)
+            if not self._pending:
+                self._idle.set()
+                self._has_work.clear()
+                await self._has_work.wait()
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
             recovering = self._lost
             if recovering:
                 # First thing after an outage: put the peers that were waiting
@@ -289,65 +324,144 @@ class RedisBackend:
             try:
                 results = await self._execute(batch, heartbeat=recovering)
                 self._lost = False
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE as exc:
                 self._down(exc)
                 results = [None] * len(batch)
             effects: list[Effect] = []
             now = loop.time()
             for op, result in zip(batch, results, strict=True):
-                if isinstance(op, QueueOp) and op.op != "leave":
+                if type(op) is QueueOp and op.op != "leave":
                     answer = node_messages.queue_result(result)
                     effects += self.lobby.queue_result(op, answer, now)
             if effects:
                 await self._apply(effects)
-            for _ in range(taken):
-                self._ops.task_done()
 
     async def _execute(
         self, batch: list[QueueOp | Forward | Cooldown], *, heartbeat: bool = False
     ) -> list[Any]:
-        pre = self._pre
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if heartbeat:
-                # A Redis that restarted empty does not know we are alive yet,
-                # and the scripts would take our peers for a dead node's.
-                self._heartbeat_commands(pipe)
-            for op in batch:
-                if isinstance(op, QueueOp):
-                    args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
-                    await self._scripts[op.op](keys=self._queue_keys, args=args, client=pipe)
-                elif isinstance(op, Forward):
-                    pipe.publish(pre + "inbox:" + op.node, node_messages.encode(op.message))
-                else:
-                    a, b = sorted((op.a, op.b))
-                    pipe.set(f"{pre}cool:{a}:{b}", 1, px=max(1, int(op.seconds * 1000)))
-            results: list[Any] = await pipe.execute()
+        """Run ``batch`` in order in one round trip: each queue op's reply, None for the rest."""
+        pre, shas, encode = self._pre, self._script_shas, node_messages.encode
+        commands: list[bytes] = []  # packed
+        #: per reply expected: the index in ``batch`` of the queue op it answers, or -1
+        answers: list[int] = []
+        if heartbeat:
+            # A Redis that restarted empty does not know we are alive yet,
+            # and the scripts would take our peers for a dead node's.
+            commands += [pack(command) for command in self._heartbeat_commands()]
+            answers += (-1, -1)
+        # Nothing reads the replies of PUBLISH and SET: a run of them goes between
+        # CLIENT REPLY OFF and ON, so Redis answers the run with one +OK instead of
+        # one reply per relayed frame (fewer bytes both ways, fewer replies to parse).
+        quiet = False
+        for i, op in enumerate(batch):
+            if type(op) is QueueOp:
+                if quiet:
+                    commands.append(_REPLY_ON)
+                    answers.append(-1)
+                    quiet = False
+                args = queue_op_args(op, pre, self.node, self._max_queue, self._never)
+                commands.append(pack(("EVALSHA", shas[op.op], 3, *self._queue_keys, *args)))
+                answers.append(i)
+                continue
+            if not quiet:
+                commands.append(_REPLY_OFF)
+                quiet = True
+            if type(op) is Forward:
+                inbox = self._inboxes.get(op.node) or self._inbox(op.node)
+                commands.append(inbox.pack(encode(op.message)))
+            elif isinstance(op, Cooldown):
+                a, b = sorted((op.a, op.b))
+                ms = max(1, int(op.seconds * 1000))
+                commands.append(pack(("SET", f"{pre}cool:{a}:{b}", 1, "PX", ms)))
+        if quiet:
+            commands.append(_REPLY_ON)
+            answers.append(-1)
+        stream = self._stream
+        if stream is None or stream.closed:
+            # A connection Redis closed while we were idle (a restart): open a new
+            # one before sending, so the batch runs rather than fails.
+            self._drop_stream()
+            stream = await self._open_stream()
+        try:
+            stream.send(commands)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                replies = await stream.replies(len(answers))
+        except BaseException:
+            # Replies of this batch may still come: the stream is out of step for good.
+            self._drop_stream()
+            raise
+        results: list[Any] = [None] * len(batch)
+        for i, reply in zip(answers, replies, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    self._drop_stream()  # scripts flushed: the next connection loads them
+                # As a pipeline that raises on the first error: the batch failed.
+                raise RespError(str(reply))
+            if i >= 0:
+                results[i] = reply
         self._up()
-        return results[2:] if heartbeat else results
+        return results
+
+    def _inbox(self, node: str) -> Publisher:
+        inbox = self._inboxes[node] = Publisher(self._channel(node))
+        return inbox
+
+    def _channel(self, node: str) -> str:
+        return self._pre + "inbox:" + node
+
+    async def _open_stream(self) -> Connection:
+        stream = await Connection.open(self._address, CONNECT_TIMEOUT, encoding="utf-8")
+        try:
+            # EVALSHA on this stream from now on; a Redis that restarts closes it.
+            stream.send([pack(("SCRIPT", "LOAD", source)) for source in QUEUE_SCRIPTS.values()])
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                loaded = await stream.replies(len(QUEUE_SCRIPTS))
+        except BaseException:
+            stream.close()
+            raise
+        if loaded != list(self._script_shas.values()):
+            stream.close()
+            raise RespError(f"SCRIPT LOAD answered {loaded!r}")
+        self._stream = stream
+        return stream
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     # ------------------------------------------------------------ messages from other nodes
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        channel = self._pre + "inbox:" + self.node
+        channel = self._channel(self.node)
+        deliver, decode, apply = self.lobby.deliver, node_messages.decode, self._apply
         backoff = 0.1
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            inbox: Connection | None = None
             try:
-                await pubsub.subscribe(channel)
+                inbox = await Connection.open(self._address, CONNECT_TIMEOUT)
+                inbox.send([pack(("SUBSCRIBE", channel))])
                 backoff = 0.1
-                async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
-                        continue
-                    message = node_messages.decode(msg["data"])
-                    if message is None:
-                        continue  # not from a drift node; nothing to deliver
-                    await self._apply(self.lobby.deliver(message, loop.time()))
-            except (RedisError, OSError) as exc:
+                while True:
+                    # Everything one read brought, in order, then one apply: the
+                    # core's state moves in deliver(), the effects only do I/O.
+                    replies = await inbox.read()
+                    now = loop.time()
+                    effects: list[Effect] = []
+                    for reply in replies:
+                        # ["message", channel, data]; the subscribe confirmation is not one
+                        if type(reply) is list and reply[0] == b"message":
+                            message = decode(reply[2])
+                            if message is not None:  # else not from a drift node
+                                effects += deliver(message, now)
+                    if effects:
+                        await apply(effects)
+            except UNREACHABLE as exc:
                 self._down(exc)
             finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+                if inbox is not None:
+                    inbox.close()
             # Reconnect with a capped backoff; waiting here is the point.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -359,7 +473,7 @@ class RedisBackend:
             await asyncio.sleep(self._heartbeat)
             await self._beat()
 
-    def _heartbeat_commands(self, pipe: Pipeline) -> None:
+    def _heartbeat_commands(self) -> list[Command]:
         """Two commands: this node's figures under its presence key, and its name."""
         lobby = self.lobby
         mine = {
@@ -368,13 +482,16 @@ class RedisBackend:
             "rooms": lobby.rooms_hosted,
             "calls": lobby.calls.stats.snapshot(),
         }
-        pipe.set(self._pre + "node:" + self.node, json.dumps(mine), px=self._node_ttl_ms)
-        pipe.sadd(self._pre + "nodes", self.node)
+        return [
+            ("SET", self._pre + "node:" + self.node, json.dumps(mine), "PX", self._node_ttl_ms),
+            ("SADD", self._pre + "nodes", self.node),
+        ]
 
     async def _beat(self) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                self._heartbeat_commands(pipe)
+                for command in self._heartbeat_commands():
+                    pipe.execute_command(*command)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._down(exc)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
+import random
 import resource
 import secrets
 import signal
@@ -36,15 +38,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.http_websocket import WebSocketWriter
 
 from drift.core import lobby as core
 from drift.core.cluster import ClusterLobby
-from drift.core.lobby import Close, Event, Fault, Lobby, Send
+from drift.core.lobby import Close, Event, Fault, Forward, Lobby, Send
 from drift.core.protocol import MAX_FRAME_BYTES, CloseCode
 from drift.resources import data_dir
 from drift.serve.config import ServerConfig, Unsafe
 from drift.serve.frames import FrameGate
+from drift.serve.heartbeat import HeartbeatWheel
 from drift.serve.http import (
     CONTENT_SECURITY_POLICY,
     SECURITY_HEADERS,
@@ -98,6 +103,11 @@ def frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+#: What aiohttp's WebSocketWriter makes per socket (see LingeringWebSocket.prepare).
+_RANDOM_BITS: Final = functools.partial(random.getrandbits, 32)
+_SEND_TASKS: Final[set[asyncio.Task[None]]] = set()
+
+
 class LingeringWebSocket(web.WebSocketResponse):
     """A WebSocket whose socket outlives a server-initiated close by the grace.
 
@@ -110,28 +120,56 @@ class LingeringWebSocket(web.WebSocketResponse):
 
     linger = False
 
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        writer = await super().prepare(request)
+        # The 101 answer is on the wire, security headers included; aiohttp
+        # would keep its header dict (~2 KB with the security headers) for the
+        # socket's life, and nothing reads it again.
+        self.headers.clear()
+        ws_writer = getattr(self, "_writer", None)
+        if isinstance(ws_writer, WebSocketWriter):
+            # Two objects aiohttp makes per socket and a server never uses (it
+            # does not mask, and without compression it starts no send task):
+            # shared ones of the same kind do the same if ever used (~0.5 KB).
+            ws_writer.get_random_bits = _RANDOM_BITS
+            ws_writer._background_tasks = _SEND_TASKS
+        return writer
+
     def _close_transport(self) -> None:
         if not self.linger:
             super()._close_transport()
 
 
 class Connection:
-    """One upgraded WebSocket: its socket, its frame gate, and its outbound queue's state."""
+    """One upgraded WebSocket: its socket, its frame gate, and its outbound queue's state.
+
+    Also what its :class:`FrameGate` reports to (``on_frames``, ``on_violation``)
+    and what the :class:`HeartbeatWheel` ages (``idle``): methods and slots of
+    this one object, not closures and timers per connection.
+    """
 
     __slots__ = (
         "abort_at",
         "close_with",
         "closing",
         "gate",
+        "idle",
         "mark",
+        "peer_id",
         "sent",
+        "server",
         "stall_timer",
         "task",
+        "timed_out",
         "transport",
         "ws",
     )
 
-    def __init__(self, ws: LingeringWebSocket, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, server: Server, peer_id: str, ws: LingeringWebSocket, transport: asyncio.Transport
+    ) -> None:
+        self.server = server
+        self.peer_id = peer_id
         self.ws = ws
         self.transport = transport
         self.gate: FrameGate | None = None
@@ -147,6 +185,24 @@ class Connection:
         #: (queued bytes, ``sent``) when the stall timer was armed
         self.mark = (0, 0)
         self.stall_timer: asyncio.TimerHandle | None = None
+        #: heartbeat ticks since the client last sent a byte (reset by the gate)
+        self.idle = 0
+        #: dropped by the heartbeat: the peer stopped answering pings
+        self.timed_out = False
+
+    def on_frames(self, frames: int) -> None:
+        """The gate bills frames the core will not see (control frames, fragments)."""
+        server = self.server
+        effects = server.lobby.charge(self.peer_id, frames, server._now_fn())
+        if effects:
+            server._apply_now(effects)
+
+    def on_violation(self) -> None:
+        """The gate saw an unmasked client frame: RFC 6455 5.1 says close."""
+        log.warning("peer_unmasked_frame", extra={"fields": {"peerId": self.peer_id}})
+        server = self.server
+        server.lobby.note_close(WSCloseCode.PROTOCOL_ERROR)
+        server._close(self, WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
 
 
 def new_id() -> str:
@@ -188,8 +244,19 @@ class Server:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._heartbeat: HeartbeatWheel[Connection] | None = None
+        if self.config.heartbeat > 0:
+            self._heartbeat = HeartbeatWheel(
+                self.config.heartbeat, self._conns.values, self._heartbeat_expired
+            )
         self._wake = asyncio.Event()
         self._now_fn: Callable[[], float] = time.monotonic
+        #: what every WebSocket handler calls per frame, bound once for all of them
+        self._hot: tuple[
+            Callable[[str, bytes | str | None, float], list[core.Effect]],
+            Callable[[Send], None],
+            Callable[[Iterable[core.Effect]], None],
+        ] = (self.lobby.receive, self._send, self._apply_now)
         self._tick_at: float | None = None
         self._started = time.monotonic()
         self._static = data_dir("static")
@@ -220,6 +287,7 @@ class Server:
     async def start(self) -> str:
         # The loop's clock, bound once: the core's `now` for frames and ticks alike.
         self._now_fn = asyncio.get_running_loop().time
+        self._hot = (self.lobby.receive, self._send, self._apply_now)
         self.fd_limit = raise_descriptor_limit()
         if self.backend is not None:
             await self.backend.start()
@@ -252,6 +320,8 @@ class Server:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self._ticker = asyncio.create_task(self._tick_loop(), name="drift-ticker")
+        if self._heartbeat is not None:
+            self._heartbeat.start()
         fields: dict[str, object] = {"url": self.url, "pid": os.getpid(), "fd_limit": self.fd_limit}
         log.info("server_started", extra={"fields": fields})
         # Every socket is a descriptor: upgraded ones (max_connections), those
@@ -284,6 +354,8 @@ class Server:
             log.warning("server_shutdown_timeout", extra={"fields": {"left": len(self._conns)}})
             for conn in self._conns.values():
                 conn.transport.abort()
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -384,6 +456,14 @@ class Server:
         """A peer that does not read: drop it without a close frame (it would not read that)."""
         log.warning("peer_stalled", extra={"fields": {"peerId": peer, "why": why}})
         self.lobby.note_close(WSCloseCode.ABNORMAL_CLOSURE)
+        conn.closing = True
+        if conn.gate is not None:
+            conn.gate.shut()
+        conn.transport.abort()
+
+    def _heartbeat_expired(self, conn: Connection) -> None:
+        """A peer silent through a ping and its pong wait: dropped, no close frame (1006)."""
+        conn.timed_out = True
         conn.closing = True
         if conn.gate is not None:
             conn.gate.shut()
@@ -592,27 +672,6 @@ class Server:
 
     # ------------------------------------------------------------ WebSocket
 
-    def _frame_gate(self, peer_id: str, conn: Connection) -> FrameGate:
-        lobby, now = self.lobby, self._now_fn
-
-        def on_frames(frames: int) -> None:
-            effects = lobby.charge(peer_id, frames, now())
-            if effects:
-                self._apply_now(effects)
-
-        def on_violation() -> None:
-            log.warning("peer_unmasked_frame", extra={"fields": {"peerId": peer_id}})
-            lobby.note_close(WSCloseCode.PROTOCOL_ERROR)
-            self._close(conn, WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
-
-        return FrameGate(
-            conn.transport,
-            on_frames,
-            on_violation,
-            billing=not self._free_control,
-            stop_after_close=not self._read_after_close,
-        )
-
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
             raise web.HTTPServiceUnavailable(text="server is shutting down")
@@ -627,16 +686,24 @@ class Server:
             compress=False,
             # aiohttp refuses a frame of exactly max_msg_size; the protocol accepts 65,536.
             max_msg_size=MAX_FRAME_BYTES + 1,
-            heartbeat=self.config.heartbeat or None,
+            # Off: one HeartbeatWheel for the server, not a timer per socket.
+            heartbeat=None,
             # How long a close waits for the peer's close reply.
             timeout=_UNSAFE_CLOSE_WAIT if self._read_after_close else CLOSE_GRACE,
         )
         peer_id = new_id()
-        conn = Connection(ws, transport)
-        conn.gate = gate = self._frame_gate(peer_id, conn)
+        conn = Connection(self, peer_id, ws, transport)
+        conn.gate = gate = FrameGate(
+            transport,
+            conn,
+            billing=not self._free_control,
+            stop_after_close=not self._read_after_close,
+        )
         protocol = request.protocol
-        if isinstance(protocol, DriftRequestHandler):
-            protocol.frame_gate = gate
+        # GatedRunner makes every socket's protocol one: the gate is what the
+        # rate limit and the heartbeat see of the client, so it is not optional.
+        assert isinstance(protocol, DriftRequestHandler)
+        protocol.frame_gate = gate
         try:
             await ws.prepare(request)
         except _RESET_ERRORS:
@@ -646,8 +713,11 @@ class Server:
         self._conns[peer_id] = conn
         self._no_conns.clear()
         ice = self._ice(peer_id, time.time())
-        # Bound once: this loop runs for every frame of every peer.
-        now, receive, send, apply_now = self._now_fn, lobby.receive, self._send, self._apply_now
+        # Looked up once: this loop runs for every frame of every peer. The
+        # bound methods are the server's, made once (see start()): bound here,
+        # each connection would keep three of its own.
+        now = self._now_fn
+        receive, send, apply_now = self._hot
         awaiting = self._await_writes
         text = WSMsgType.TEXT
         try:
@@ -676,6 +746,8 @@ class Server:
                     await self._apply(effects)
                 elif len(effects) == 1 and type(effects[0]) is Send:
                     send(effects[0])  # a relay (or a lone error frame): the hot path
+                elif len(effects) == 1 and type(effects[0]) is Forward and self.backend:
+                    self.backend.submit(effects[0])  # a relay to another node: its hot path
                 else:
                     apply_now(effects)
                 if conn.close_with is not None:
@@ -692,7 +764,7 @@ class Server:
                 self._no_conns.set()
             if conn.stall_timer is not None:
                 conn.stall_timer.cancel()
-            timed_out = isinstance(ws.exception(), TimeoutError)
+            timed_out = conn.timed_out
             if timed_out:
                 # Dropped by the heartbeat: no close frame went out (the peer is
                 # not answering); 1006 is what its side reports, if it ever does.
@@ -711,7 +783,7 @@ class Server:
                 # LingeringWebSocket): hold it until the peer has read our close.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(conn.abort_at):
-                        await asyncio.shield(gate.closed)
+                        await asyncio.shield(gate.closed())
             else:
                 # aiohttp closes the socket politely, which a peer that does
                 # not read can hold open forever: bound it like any close.

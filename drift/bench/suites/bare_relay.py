@@ -6,7 +6,8 @@ and drift alike: ``welcome`` on connect, ``join`` pairs with whoever waits
 (``waiting``/``matched`` with the same roles), anything else is forwarded
 unchanged to the partner. No validation, rate limit, heartbeat, log, metric,
 cooldown or queue timeout: that is exactly what drift's figures are compared
-against.
+against. Per connection it keeps only what aiohttp's public API cannot free
+(one dict entry of its own), so its memory per connection is aiohttp's floor.
 
 ``--mode echo``: ``welcome`` on connect, then every text frame is sent back
 unparsed; its round trip is the floor for any request/response over a WebSocket.
@@ -42,13 +43,19 @@ class BareRelay:
         self._rooms = itertools.count(1)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        # aiohttp's defaults already have no heartbeat (no timer per socket).
         ws = web.WebSocketResponse(compress=False, max_msg_size=65_537)
         await ws.prepare(request)
+        # The least aiohttp's API lets a server keep: the 101's header dict is
+        # not needed once it is on the wire (drift drops it too).
+        ws.headers.clear()
         me = f"p{next(self._ids)}"
         self.sockets[me] = ws
         await ws.send_str(f'{{"type":"welcome","peerId":"{me}","iceServers":[],"protocol":1}}')
         try:
-            async for msg in ws:
+            while True:
+                # receive() itself, not `async for`: one coroutine frame less per socket.
+                msg = await ws.receive()
                 if msg.type is not WSMsgType.TEXT:
                     break
                 if self.mode == "echo":

@@ -159,6 +159,17 @@ def _peerjs_rows(reps: list[dict[str, Any]]) -> list[Row]:
             target=1.0,
             digits=1,
         ),
+        # aiohttp's floor, shown in every run: what drift's memory row could at
+        # best reach without leaving aiohttp (reported, no target).
+        Row(
+            "aiohttp's floor: bare aiohttp relay (not drift) memory per connection "
+            "vs peerjs-server",
+            "KB",
+            [r["bare_hold"]["rss_per_connection"] / KB for r in reps],
+            name,
+            [r["peerjs_hold"]["rss_per_connection"] / KB for r in reps],
+            digits=1,
+        ),
         Row(
             "relay CPU per 1,000 ~1 KB frames vs peerjs-server",
             "ms",
@@ -263,7 +274,10 @@ def _section(
         "",
         "The baseline `drift/bench/suites/bare_relay.py` is the least an aiohttp WebSocket server "
         "can do: parse the frame (msgspec), look up the partner, send; `join` pairs with "
-        "whoever waits. No validation, rate limit, heartbeat, logs or metrics. Its "
+        "whoever waits. No validation, rate limit, heartbeat, logs or metrics; per "
+        "connection one dict entry of its own, and the 101 answer's headers dropped once "
+        "sent: its memory per connection is aiohttp's floor through aiohttp's API (the row "
+        '"aiohttp\'s floor" compares it with peerjs-server). Its '
         "`--mode echo` sends every frame back unparsed.",
         "",
         "The load client (`python3 -m drift.bench.loadgen`, aiohttp on uvloop) is a separate "
