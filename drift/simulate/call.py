@@ -38,7 +38,8 @@ from drift.simulate.records import Failure, RoundRecord
 from drift.simulate.relays import digest
 from drift.simulate.sdp import candidate_types, ice_ufrags, read_tag, split_candidates, tag_sdp
 from drift.simulate.settings import Settings
-from drift.turn.probe import allocate_once, pick_turn_target
+from drift.turn.probe import allocate_once
+from drift.turn.targets import pick_turn_target
 
 #: Media pairs count as verified after this many frames carrying the partner's identity.
 MEDIA_MIN_FRAMES: Final = 5

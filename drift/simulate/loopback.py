@@ -19,12 +19,27 @@ kind simulate itself uses: a fixed list of addresses, or the machine's own.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
-import aioice.ice
+#: aioice's own get_host_addresses, kept by the first :func:`_aioice_ice`
+_original: Callable[[bool, bool], list[str]] | None = None
 
-_ORIGINAL: Final = aioice.ice.get_host_addresses
+
+def _aioice_ice() -> Any:  # the module, whose attribute the networks replace
+    """aioice's ICE module: imported by peer processes only, when a network is applied.
+
+    The coordinating process of ``drift simulate`` imports this module for
+    :func:`network_for` and would otherwise pay ~40 ms for the STUN stack
+    (aioice and dnspython) on the run's start-up path.
+    """
+    global _original
+    import aioice.ice
+
+    if _original is None:
+        _original = aioice.ice.get_host_addresses
+    return aioice.ice
 
 
 class PeerNetwork(Protocol):
@@ -48,9 +63,10 @@ class HostAddresses:
     def apply(self) -> None:
         global _applied
         _applied = self
+        ice = _aioice_ice()
         addresses = self.addresses
         if addresses is None:
-            aioice.ice.get_host_addresses = _ORIGINAL
+            ice.get_host_addresses = _original
             return
         v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
         v6 = [a for a in addresses if ipaddress.ip_address(a).version == 6]
@@ -58,7 +74,7 @@ class HostAddresses:
         def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
             return (v4 if use_ipv4 else []) + (v6 if use_ipv6 else [])
 
-        aioice.ice.get_host_addresses = host_addresses
+        ice.get_host_addresses = host_addresses
 
     def seat(self, index: int) -> None:
         pass  # every peer of the process shares the addresses
@@ -80,4 +96,4 @@ def configure_interfaces(real_interfaces: bool = False) -> None:
 
 
 def loopback_only() -> bool:
-    return _applied == LOOPBACK and aioice.ice.get_host_addresses is not _ORIGINAL
+    return _applied == LOOPBACK and _aioice_ice().get_host_addresses is not _original

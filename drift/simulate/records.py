@@ -12,7 +12,7 @@ import enum
 from msgspec import Struct
 
 from drift.core.protocol import CallReport
-from drift.turn.probe import TurnProblem
+from drift.turn.targets import TurnProblem
 
 
 class Failure(enum.StrEnum):

@@ -39,7 +39,7 @@ from drift.simulate.report import print_summary, summarize_run, write_reports
 from drift.simulate.runner import Coordinator, RunSpec
 from drift.simulate.settings import Settings
 from drift.simulate.verify import classify
-from drift.turn.probe import pick_turn_target
+from drift.turn.targets import pick_turn_target
 
 if TYPE_CHECKING:  # the lab needs pyroute2, imported only by --network runs
     from drift.netlab.lab import NetworkLab

@@ -17,13 +17,8 @@ import click
 from drift.cli import set_summary
 from drift.errors import CheckFailed, ConfigError, TargetUnreachable
 from drift.serve.turn_credentials import IceServerSource
-from drift.turn.probe import (
-    ProbeResult,
-    TurnProblem,
-    allocate_once,
-    parse_turn_url,
-    pick_turn_target,
-)
+from drift.turn.probe import allocate_once
+from drift.turn.targets import ProbeResult, TurnProblem, parse_turn_url, pick_turn_target
 
 
 async def check_all(

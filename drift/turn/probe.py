@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Final
 
 from aioice import stun
 from aioice.turn import make_integrity_key
 
-from drift.core import protocol as p
+from drift.turn.targets import ProbeResult, TurnProblem, TurnTarget
 
 #: REQUESTED-TRANSPORT: UDP (17) in the protocol byte, RFC 8656 section 18.7
 _UDP: Final = 17 << 24
@@ -41,80 +39,6 @@ _UDP: Final = 17 << 24
 #: because a probe runs on a known path and an operator is waiting)
 _RTO: Final = 0.25
 _SOFTWARE: Final = "drift turn probe"
-
-
-class TurnProblem(enum.StrEnum):
-    """Why a TURN allocation failed; the values are simulate's failure kinds too."""
-
-    AUTH_REJECTED = "turn-auth-rejected"
-    UNREACHABLE = "turn-unreachable"
-    ALLOCATION_REFUSED = "turn-allocation-refused"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnTarget:
-    """One TURN server with the credentials to use on it."""
-
-    url: str
-    host: str
-    port: int
-    transport: str  # udp | tcp
-    secure: bool  # turns:
-    username: str
-    credential: str = ""
-
-    def __repr__(self) -> str:
-        # the credential is a bearer token until it expires: never in a log line
-        return f"TurnTarget({self.url!r}, username={self.username!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    target: TurnTarget
-    problem: TurnProblem | None
-    detail: str
-    relayed: tuple[str, int] | None = None
-    mapped: tuple[str, int] | None = None
-    lifetime: int | None = None
-    elapsed_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-def parse_turn_url(url: str) -> tuple[str, int, str, bool]:
-    """(host, port, transport, secure) exactly as aiortc reads the URL; ValueError if bad."""
-    from aiortc.rtcicetransport import parse_stun_turn_uri
-
-    parsed = parse_stun_turn_uri(url)
-    if parsed["scheme"] not in ("turn", "turns"):
-        raise ValueError(f"{url!r} is not a turn: or turns: URL")
-    return (
-        str(parsed["host"]),
-        int(parsed["port"]),
-        str(parsed["transport"]),
-        (parsed["scheme"] == "turns"),
-    )
-
-
-def pick_turn_target(servers: Sequence[p.IceServer]) -> TurnTarget | None:
-    """The TURN server aiortc will use: the first usable turn(s): URL with credentials."""
-    for server in servers:
-        if not isinstance(server.username, str) or not isinstance(server.credential, str):
-            continue
-        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
-        for url in urls:
-            try:
-                host, port, transport, secure = parse_turn_url(url)
-            except ValueError:
-                continue
-            if transport not in ("udp", "tcp") or (secure and transport != "tcp"):
-                continue  # aiortc skips these too
-            return TurnTarget(
-                url, host, port, transport, secure, server.username, server.credential
-            )
-    return None
 
 
 class _Udp(asyncio.DatagramProtocol):
