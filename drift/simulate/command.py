@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from drift.harness import signals
 from drift.harness.signals import Interrupted
 from drift.report.incomplete import write_incomplete
 from drift.report.paths import run_dir
-from drift.simulate.embedded import EmbeddedServer
+from drift.simulate.embedded import NO_CA_BUNDLE, EmbeddedServer
 from drift.simulate.forkserver import prestart
 from drift.simulate.settings import AUTO_PROCS_FROM, AUTO_PROCS_MAX, Settings, auto_procs
 
@@ -232,6 +233,11 @@ def simulate(**flags: Any) -> None:
     if not settings.urls and settings.network is None:
         server = EmbeddedServer.for_run(settings, folder)
         server.spawn()
+        if not any(url.startswith("turns:") for url in settings.turn_urls):
+            # Nothing of this run speaks TLS (plain ws:// to the embedded server,
+            # STUN/TURN over UDP or TCP): this process and the peers' fork server
+            # skip loading the CA bundle at aiohttp's import, as the server does.
+            os.environ.update(NO_CA_BUNDLE)
     try:
         assert settings.procs is not None
         prestart(settings.procs)
