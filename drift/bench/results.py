@@ -42,6 +42,8 @@ class Row:
     target: float | None = None
     higher_is_better: bool = False
     note: str = ""
+    #: The measured reason, shown beside "missed" (e.g. a baseline that itself misses).
+    why_missed: str = ""
     #: How many decimals the table shows for this figure.
     digits: int = 2
 
@@ -81,7 +83,8 @@ class Row:
             return "**met**"
         assert self.target is not None
         by = (self.ratio / self.target - 1) * 100
-        return f"**missed** by {abs(by):.0f}%"
+        why = f": {self.why_missed}" if self.why_missed else ""
+        return f"**missed** by {abs(by):.0f}%{why}"
 
     def to_json(self) -> dict[str, Any]:
         return {

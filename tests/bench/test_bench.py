@@ -45,6 +45,15 @@ def test_row_ratio_and_verdict() -> None:
 
 
 @pytest.mark.slow
+def test_a_missed_row_shows_its_measured_reason_and_a_met_one_none() -> None:
+    why = "the baseline itself is 2x the target"
+    missed = Row("x", "ms", [3.0], "b", [1.0], target=1.25, why_missed=why)
+    met = Row("y", "ms", [1.0], "b", [1.0], target=1.25, why_missed=why)
+    assert missed.result_text().endswith(f"missed** by 140%: {why}")
+    assert met.result_text() == "**met**"
+    assert why in table([missed]) and why not in table([met])
+
+
 def test_bench_tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_program("redis-server", "redis-server")
     monkeypatch.setenv("DRIFT_REPORTS_DIR", str(tmp_path / "reports"))

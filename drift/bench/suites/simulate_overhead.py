@@ -350,16 +350,25 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
     ]
     if raw and "one_process_big" in raw[0]:
         small, large = pairs, MARGINAL_PEERS // 2
-        rows.append(
-            Row(
-                f"marginal CPU per pair, `--procs 1 --media-fraction 0`, {peers:,} -> "
-                f"{MARGINAL_PEERS:,} peers (fixed costs cancel out)",
-                "ms",
-                [_marginal_ms(r["one_process"], r["one_process_big"], small, large) for r in raw],
-                f"bare aiortc process, {small} -> {large} pairs",
-                [_marginal_ms(r["bare"], r["bare_big"], small, large) for r in raw],
-            )
+        marginal = Row(
+            f"marginal CPU per pair, `--procs 1 --media-fraction 0`, {peers:,} -> "
+            f"{MARGINAL_PEERS:,} peers (fixed costs cancel out)",
+            "ms",
+            [_marginal_ms(r["one_process"], r["one_process_big"], small, large) for r in raw],
+            f"bare aiortc process, {small} -> {large} pairs",
+            [_marginal_ms(r["bare"], r["bare_big"], small, large) for r in raw],
         )
+        per_pair = rows[1]
+        # The intercepts of the two runs: what a run costs before its first pair.
+        fixed = per_pair.value - marginal.value
+        bare_fixed = per_pair.baseline - marginal.baseline
+        per_pair.why_missed = (
+            f"{fixed:.1f} of its {per_pair.value:.1f} ms are the run's fixed costs spread "
+            f"over {pairs} pairs (embedded server start, imports; bare loop: "
+            f"{bare_fixed:.1f} ms), and each further pair costs {marginal.ratio:.2f}x the "
+            "bare loop's (next row)"
+        )
+        rows.append(marginal)
     if "rate" in big:
         rate = big["rate"]
         drift_rate = (
@@ -379,6 +388,10 @@ def _rows(raw: list[dict[str, Any]], big: dict[str, Any], peers: int) -> list[Ro
         )
         if "bare_rate" in big:
             b = big["bare_rate"]
+            rows[-1].why_missed = (
+                f"aiortc alone, with no signaling, makes {b['peers_per_s']:.0f} peers/s on the "
+                "same processes here (next row)"
+            )
             rows.append(
                 Row(
                     "verified peers/s at 10,000 peers against bare aiortc on the same "
