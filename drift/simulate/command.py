@@ -230,15 +230,15 @@ def simulate(**flags: Any) -> None:
     # Head start (see the module docstring): the server's process and the fork
     # server begin now; a --network run starts its server inside the lab later.
     server: EmbeddedServer | None = None
-    if not settings.urls and settings.network is None:
-        server = EmbeddedServer.for_run(settings, folder)
-        server.spawn()
-        if not any(url.startswith("turns:") for url in settings.turn_urls):
-            # Nothing of this run speaks TLS (plain ws:// to the embedded server,
-            # STUN/TURN over UDP or TCP): this process and the peers' fork server
-            # skip loading the CA bundle at aiohttp's import, as the server does.
-            os.environ.update(NO_CA_BUNDLE)
     try:
+        if not settings.urls and settings.network is None:
+            server = EmbeddedServer.for_run(settings, folder)
+            server.spawn()
+            if not any(url.startswith("turns:") for url in settings.turn_urls):
+                # Nothing of this run speaks TLS (plain ws:// to the embedded server,
+                # STUN/TURN over UDP or TCP): this process and the peers' fork server
+                # skip loading the CA bundle at aiohttp's import, as the server does.
+                os.environ.update(NO_CA_BUNDLE)
         assert settings.procs is not None
         prestart(settings.procs)
         from drift import aio
