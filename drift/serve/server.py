@@ -57,7 +57,7 @@ from drift.serve.http import (
     GatedRunner,
     SocketGate,
 )
-from drift.serve.logs import get_logger
+from drift.serve.logs import flush_logs, get_logger
 from drift.serve.metrics import Metrics, rss_bytes
 
 if TYPE_CHECKING:
@@ -382,6 +382,7 @@ class Server:
             name = signal.Signals(signum).name
             if signals > 1:
                 log.warning("server_forced_exit", extra={"fields": {"signal": name}})
+                flush_logs()  # os._exit skips the loop that would write it
                 os._exit(FORCED_EXIT_BASE + signum)
             log.info("server_signal", extra={"fields": {"signal": name}})
             stop.set()
@@ -393,6 +394,7 @@ class Server:
         # of every later full collection, whose pause grows with the heap.
         gc.freeze()
         if ready is not None:
+            flush_logs()  # the start's lines (fd_limit_low) come before the ready line
             ready(url)
         await stop.wait()
         # shutdown() keeps its own deadline; this outer bound only covers the
@@ -401,6 +403,7 @@ class Server:
             await asyncio.wait_for(self.shutdown(), self.config.shutdown_timeout + 1)
         except TimeoutError:
             log.warning("server_cleanup_timeout")
+        flush_logs()  # the last lines, not left to the loop's timer or the exit
 
     # ------------------------------------------------------------ core glue
 
@@ -556,17 +559,19 @@ class Server:
                 await ws.close(code=code, message=reason.encode())
 
     def _observe(self, event: core.Event) -> None:
+        if event.name == "peer_matched":
+            wait = event.fields.get("wait_s")
+            if isinstance(wait, float):
+                self.metrics.wait.observe(wait)
+        level = 30 if event.name in ("peer_refused", "peer_abusive") else 20
+        if not log.isEnabledFor(level):
+            return  # a few events per connection: no fields dict for a line never written
         fields: dict[str, object] = {}
         if event.peer is not None:
             fields["peerId"] = event.peer
         if event.room is not None:
             fields["roomId"] = event.room
         fields.update(event.fields)
-        if event.name == "peer_matched":
-            wait = event.fields.get("wait_s")
-            if isinstance(wait, float):
-                self.metrics.wait.observe(wait)
-        level = 30 if event.name in ("peer_refused", "peer_abusive") else 20
         log.log(level, event.name, extra={"fields": fields})
 
     async def _tick_loop(self) -> None:
@@ -788,7 +793,11 @@ class Server:
                 # aiohttp closes the socket politely, which a peer that does
                 # not read can hold open forever: bound it like any close.
                 conn.closing = True
-                asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
+                if not transport.is_closing() or transport.get_write_buffer_size():
+                    asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
+                # else: the peer's close was answered and the socket is closing
+                # with nothing left to write, so it is gone in this iteration:
+                # no timer (and no handle kept for a second) per connection.
         return ws
 
 
