@@ -10,22 +10,44 @@ caller's own stderr with ``inherit_stderr``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NoReturn, Self
+from typing import IO, Final, NoReturn, Self
 
 from drift.errors import DriftError
 from drift.harness import signals
 from drift.harness.env import child_env
 from drift.harness.waiting import wait_until
+
+#: prctl(2) option: the signal this process gets when the thread that forked it dies
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: SIGTERM this child when ``parent`` dies, even by SIGKILL (Linux).
+
+    The kernel sends it when the *thread* that forked the child ends, so only a
+    process's main thread may spawn a child this way. libc is looked up here,
+    in the parent: the child between fork and exec does nothing but call it.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def kill_group(pid: int) -> None:
@@ -54,8 +76,11 @@ class Child:
         env: Mapping[str, str] | None = None,
         inherit_stderr: bool = False,
         cwd: Path | None = None,
+        dies_with_parent: bool = False,
     ) -> None:
         self.argv = list(argv)
+        #: SIGTERM when this process dies, however it dies (see :func:`_dies_with`)
+        self.dies_with_parent = dies_with_parent and sys.platform == "linux"
         self.name = name
         self.log_path = log_path
         self.env = child_env(env)
@@ -98,6 +123,7 @@ class Child:
             # Its own process group: a terminal's Ctrl-C reaches only this process,
             # which stops the child itself, and a kill reaches whatever the child started.
             start_new_session=True,
+            preexec_fn=_dies_with(os.getpid()) if self.dies_with_parent else None,
         )
         # so that a second Ctrl-C/SIGTERM, which skips every polite stop, still kills it
         signals.register_child(self.proc.pid, self.name)

@@ -83,6 +83,7 @@ class ServeProcess(Child):
         ready: re.Pattern[str] = READY_LINE,
         name: str = "drift serve",
         inherit_stderr: bool = False,
+        dies_with_parent: bool = False,
     ) -> None:
         super().__init__(
             serve_command(args, host=host, port=port, program=program),
@@ -90,6 +91,7 @@ class ServeProcess(Child):
             log_path=log_path,
             env=env,
             inherit_stderr=inherit_stderr,
+            dies_with_parent=dies_with_parent,
         )
         self.ready_timeout = ready_timeout
         self.ready = ready

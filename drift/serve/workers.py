@@ -95,12 +95,16 @@ class Slot:
         if self.generation:
             config = config.replace(node_id=f"{config.node_id}-{self.generation}")
         # host=None: --host and --port are in the flags. The workers log to this stderr.
+        # A worker must not outlive this supervisor, even a SIGKILLed one: it would
+        # go on serving the port, unsupervised (the supervisor spawns from its main
+        # thread, as dies_with_parent requires).
         self.process = ServeProcess(
             config_argv(config),
             host=None,
             env=config_env(config),
             name=f"worker {config.node_id}",
             inherit_stderr=True,
+            dies_with_parent=True,
         )
         self.process.spawn()
         return self.process

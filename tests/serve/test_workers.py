@@ -104,6 +104,13 @@ def workers_of(proc: AsyncServeProcess) -> list[psutil.Process]:
     ]
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def events(proc: AsyncServeProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in proc.stderr if line.startswith("{")]
 
@@ -144,6 +151,18 @@ async def test_a_killed_worker_is_logged_and_replaced_by_one_that_serves(
     psutil.wait_procs(survivors, timeout=TIMEOUT)
     assert not [p for p in survivors if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert "Traceback" not in proc.output()
+
+
+@pytest.mark.slow
+async def test_workers_do_not_outlive_a_killed_supervisor(
+    redis_url: str, drift_serve: StartServe
+) -> None:
+    proc = await start_workers(drift_serve, redis_url)
+    workers = workers_of(proc)
+    assert len(workers) == 2
+    # SIGKILL: the supervisor cannot pass anything on; the kernel must stop them
+    await proc.kill()
+    await until(lambda: not any(map(alive, workers)), TIMEOUT * 3)
 
 
 @pytest.mark.slow
