@@ -411,7 +411,11 @@ class FloodAfterClose(_Attack):
 
     async def _read(self, ws: RawWebSocket, seen: list[float | None]) -> None:
         # The raw frames: RawWebSocket.recv would answer the close and end it.
-        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        # A drop is a reset, or an end of stream when the server closed a socket
+        # with nothing left to send (IncompleteReadError): both end the round.
+        with contextlib.suppress(
+            TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError
+        ):
             while True:
                 fin_op, length = await ws.reader.readexactly(2)
                 size = length & 0x7F
