@@ -287,7 +287,6 @@ class Server:
     async def start(self) -> str:
         # The loop's clock, bound once: the core's `now` for frames and ticks alike.
         self._now_fn = asyncio.get_running_loop().time
-        self._hot = (self.lobby.receive, self._send, self._apply_now)
         self.fd_limit = raise_descriptor_limit()
         if self.backend is not None:
             await self.backend.start()
@@ -719,7 +718,7 @@ class Server:
         self._no_conns.clear()
         ice = self._ice(peer_id, time.time())
         # Looked up once: this loop runs for every frame of every peer. The
-        # bound methods are the server's, made once (see start()): bound here,
+        # bound methods are the server's, made once (see __init__): bound here,
         # each connection would keep three of its own.
         now = self._now_fn
         receive, send, apply_now = self._hot

@@ -18,8 +18,12 @@ from drift.bench.suites.simulate_overhead import BARE_SCRIPT, timed_process
 _ORPHAN = textwrap.dedent(
     """
     import os, time
+    parent = os.getpid()
     if os.fork() == 0:
-        time.sleep(0.2)
+        # burn only once the parent has exited (and this process was adopted)
+        deadline = time.monotonic() + 10
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.005)
         end = time.process_time() + 0.4
         while time.process_time() < end:
             pass
